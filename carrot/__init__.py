@@ -1,0 +1,28 @@
+"""django-carrot: a decorator-driven task queue for Django on RabbitMQ."""
+
+from carrot.exceptions import (
+    BrokerError,
+    BrokerUnavailable,
+    CarrotConfigError,
+    CarrotError,
+    InvalidTask,
+    MessageTooLarge,
+    PublishError,
+    TaskNotRegistered,
+)
+from carrot.tasks import Task, task
+
+__version__ = "2.0.0.dev0"
+
+__all__ = [
+    "BrokerError",
+    "BrokerUnavailable",
+    "CarrotConfigError",
+    "CarrotError",
+    "InvalidTask",
+    "MessageTooLarge",
+    "PublishError",
+    "Task",
+    "TaskNotRegistered",
+    "task",
+]

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class CarrotConfig(AppConfig):
+    name = "carrot"
+    verbose_name = "django-carrot"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from carrot import checks  # noqa: F401  (registers the system checks)
+        from carrot.registry import autodiscover
+
+        autodiscover()

@@ -1,0 +1,68 @@
+"""The errors django-carrot raises: one tree rooted at CarrotError."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class CarrotError(Exception):
+    """Root of every error django-carrot raises on purpose."""
+
+
+class CarrotConfigError(CarrotError, ImproperlyConfigured):
+    """The CARROT setting is invalid."""
+
+
+class InvalidTask(CarrotError, ValueError):
+    """A task definition (decorator arguments, function) is invalid."""
+
+
+class TaskNotRegistered(CarrotError, LookupError):
+    """A task name does not name a registered task."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"{name!r} is not a registered task. Decorate the function with @carrot.task in a "
+            "module named tasks.py inside an installed app, or list its module in "
+            "CARROT['task_modules']."
+        )
+
+
+class UnknownQueue(CarrotConfigError):
+    """A queue name is not configured in CARROT['queues']."""
+
+    def __init__(self, name: str, known: list[str] | tuple[str, ...]) -> None:
+        self.name = name
+        super().__init__(
+            f"Queue {name!r} is not configured. Configured queues: {', '.join(known)}. "
+            f"Add {{'name': {name!r}}} to CARROT['queues']."
+        )
+
+
+class MessageTooLarge(CarrotError, ValueError):
+    """An encoded message is larger than CARROT['max_message_bytes']."""
+
+
+class MessageDecodeError(CarrotError):
+    """A message taken from the broker cannot be accepted; it is dead-lettered."""
+
+
+class BrokerError(CarrotError):
+    """Talking to RabbitMQ failed."""
+
+
+class BrokerUnavailable(BrokerError):
+    """RabbitMQ cannot be reached, or the connection to it was lost or blocked."""
+
+
+class PublishError(BrokerError):
+    """RabbitMQ refused a message (unroutable, negatively confirmed)."""
+
+
+class QueueMismatch(BrokerError):
+    """A queue exists on the broker with arguments that differ from what carrot declares."""
+
+
+class NotRequeueable(CarrotError):
+    """A MessageLog cannot be requeued in its current state."""

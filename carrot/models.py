@@ -1,0 +1,165 @@
+"""Models: MessageLog follows one task call through its lifecycle."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.db import models
+from django.db.models import F
+from django.utils import timezone
+
+
+class MessageLogQuerySet(models.QuerySet["MessageLog"]):
+    """Filters for the monitor and conditional transitions for the worker.
+
+    Every transition is one conditional UPDATE: it only matches rows in the states it may
+    leave, so a late or duplicate writer changes nothing and a status never goes backwards.
+    Each returns the number of rows it changed.
+    """
+
+    def queued(self) -> MessageLogQuerySet:
+        return self.filter(status=MessageLog.PUBLISHED)
+
+    def in_progress(self) -> MessageLogQuerySet:
+        return self.filter(status=MessageLog.IN_PROGRESS)
+
+    def failed(self) -> MessageLogQuerySet:
+        return self.filter(status=MessageLog.FAILED)
+
+    def completed(self) -> MessageLogQuerySet:
+        return self.filter(status=MessageLog.COMPLETED)
+
+    def finished(self) -> MessageLogQuerySet:
+        return self.filter(status__in=MessageLog.FINISHED_STATUSES)
+
+    def mark_started(self, *, worker: str, interrupted: bool = False) -> int:
+        """Move PUBLISHED rows (or, after an interruption, IN_PROGRESS rows) to IN_PROGRESS."""
+        statuses = [MessageLog.IN_PROGRESS] if interrupted else [MessageLog.PUBLISHED]
+        changes: dict[str, Any] = {
+            "status": MessageLog.IN_PROGRESS,
+            "attempts": F("attempts") + 1,
+            "start_time": timezone.now(),
+            "worker": worker[:255],
+        }
+        if interrupted:
+            changes["interruptions"] = F("interruptions") + 1
+        return self.filter(status__in=statuses).update(**changes)
+
+    def mark_completed(self, *, output: Any = None, log: list[dict[str, Any]] | None = None) -> int:
+        """Move IN_PROGRESS rows to COMPLETED."""
+        return self.filter(status=MessageLog.IN_PROGRESS).update(
+            status=MessageLog.COMPLETED,
+            output=output,
+            log=log or [],
+            exception="",
+            traceback="",
+            completion_time=timezone.now(),
+        )
+
+    def mark_failed(
+        self,
+        *,
+        exception: str,
+        traceback: str = "",
+        log: list[dict[str, Any]] | None = None,
+        from_statuses: tuple[str, ...] = ("IN_PROGRESS",),
+    ) -> int:
+        """Move rows in ``from_statuses`` (IN_PROGRESS by default) to FAILED."""
+        changes: dict[str, Any] = {
+            "status": MessageLog.FAILED,
+            "exception": exception,
+            "traceback": traceback,
+            "failure_time": timezone.now(),
+        }
+        if log is not None:
+            changes["log"] = log
+        return self.filter(status__in=from_statuses).update(**changes)
+
+
+class MessageLog(models.Model):
+    """One task call: what was asked, where it went, and what happened."""
+
+    PUBLISHED = "PUBLISHED"
+    IN_PROGRESS = "IN_PROGRESS"
+    FAILED = "FAILED"
+    COMPLETED = "COMPLETED"
+    STATUS_CHOICES = (
+        (PUBLISHED, "Published"),
+        (IN_PROGRESS, "In progress"),
+        (FAILED, "Failed"),
+        (COMPLETED, "Completed"),
+    )
+    FINISHED_STATUSES = (FAILED, COMPLETED)
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=11, choices=STATUS_CHOICES, default=PUBLISHED)
+    task = models.CharField(max_length=255, help_text="the registered name of the task")
+    queue = models.CharField(max_length=255, default="default")
+    exchange = models.CharField(max_length=255, blank=True, default="", help_text="the exchange")
+    routing_key = models.CharField(max_length=255, blank=True, default="")
+    priority = models.PositiveSmallIntegerField(default=0)
+    task_args = models.JSONField(default=list, blank=True)
+    task_kwargs = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    exception = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    log = models.JSONField(default=list, blank=True)
+    publish_time = models.DateTimeField(null=True, blank=True)
+    start_time = models.DateTimeField(null=True, blank=True)
+    completion_time = models.DateTimeField(null=True, blank=True)
+    failure_time = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="how many times a worker started this task"
+    )
+    interruptions = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="attempts that ended without an outcome (worker killed, connection lost)",
+    )
+    worker = models.CharField(max_length=255, blank=True, default="")
+
+    objects = MessageLogQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-id",)
+        indexes = [
+            models.Index(fields=["status", "-id"], name="carrot_log_status_id"),
+            models.Index(fields=["status", "task", "-id"], name="carrot_log_status_task"),
+            models.Index(fields=["status", "queue", "-id"], name="carrot_log_status_queue"),
+            models.Index(fields=["status", "completion_time"], name="carrot_log_status_done"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} [{self.status}] {self.uuid}"
+
+    @property
+    def positionals(self) -> list[Any]:
+        """Return the positional arguments."""
+        return list(self.task_args or [])
+
+    @property
+    def keywords(self) -> dict[str, Any]:
+        """Return the keyword arguments (the monitor shows them as a table)."""
+        return dict(self.task_kwargs or {})
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def finish_time(self) -> Any:
+        return self.completion_time or self.failure_time
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Return how long the last attempt ran, if it finished."""
+        if self.start_time and self.finish_time:
+            return self.finish_time - self.start_time
+        return None
+
+    def requeue(self) -> MessageLog:
+        """Publish a FAILED task again under the same id; raise NotRequeueable otherwise."""
+        from carrot.publisher import requeue
+
+        return requeue(self)

@@ -1,0 +1,221 @@
+"""Recording task state from the worker, behind a small interface.
+
+The worker asks three things: may I run this delivery (``claim``), record this outcome
+(``complete``/``fail``), and record that a message was refused (``reject``). Each write is a
+conditional UPDATE on MessageLog and is retried while the database is unreachable, so
+the worker acks a message only once its final state is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections
+from django.db import connections, router, transaction
+from django.utils import timezone
+
+from carrot.broker import Delivery
+from carrot.messages import APP_ID
+from carrot.models import MessageLog
+from carrot.publisher import REJECTED_PREFIX
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to "may this worker run this delivery?"."""
+
+    run: bool
+    log_id: int | None = None
+    attempt: int = 0
+    reason: str = ""
+
+
+class Recorder:
+    """Write MessageLog transitions for one worker process."""
+
+    # How long a status write keeps retrying through a database outage before the
+    # delivery is returned to the queue instead of acked.
+    retry_seconds = 60.0
+
+    def __init__(self, worker: str, *, max_interruptions: int) -> None:
+        self.worker = worker
+        self.max_interruptions = max_interruptions
+
+    def _retrying(self, what: str, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("Database error while %s (%s); retrying in %.1fs", what, exc, delay)
+                # Drop the broken connection so the retry opens a fresh one.
+                connections[router.db_for_write(MessageLog)].close()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                close_old_connections()
+
+    # ------------------------------------------------------------------ claim
+
+    def claim(
+        self, delivery: Delivery, task: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Claim:
+        """Move the delivery's row to IN_PROGRESS if this worker may run it."""
+        return self._retrying("claiming a task", lambda: self._claim(delivery, task, args, kwargs))
+
+    def _claim(
+        self, delivery: Delivery, task: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Claim:
+        rows = MessageLog.objects.filter(uuid=delivery.message_id)
+        for _ in range(3):
+            if rows.mark_started(worker=self.worker):
+                row = rows.values("id", "attempts").get()
+                return Claim(True, row["id"], row["attempts"])
+            current = rows.values("id", "status", "attempts", "interruptions").first()
+            if current is None:
+                if delivery.app_id == APP_ID:
+                    return Claim(False, reason="its MessageLog was deleted, so it is dropped")
+                created = self._create_for_foreign(delivery, task, args, kwargs)
+                if created is not None:
+                    return created
+                continue
+            status = current["status"]
+            if status in MessageLog.FINISHED_STATUSES:
+                return Claim(False, current["id"], reason=f"it is already {status}")
+            if status == MessageLog.IN_PROGRESS:
+                if not delivery.redelivered:
+                    return Claim(
+                        False,
+                        current["id"],
+                        reason="another delivery with the same message id is running",
+                    )
+                same_attempt = rows.filter(attempts=current["attempts"])
+                if current["interruptions"] >= self.max_interruptions:
+                    same_attempt.mark_failed(
+                        exception=(
+                            f"Gave up after {current['interruptions'] + 1} interrupted attempts: "
+                            "the worker died or lost its broker connection every time it ran "
+                            "this task. Fix the cause, then requeue it."
+                        ),
+                    )
+                    return Claim(False, current["id"], reason="it keeps interrupting its worker")
+                if same_attempt.mark_started(worker=self.worker, interrupted=True):
+                    logger.warning(
+                        "Task %s (%s) was interrupted during attempt %d; running it again",
+                        task,
+                        delivery.message_id,
+                        current["attempts"],
+                    )
+                    return Claim(True, current["id"], current["attempts"] + 1)
+        return Claim(False, reason="its MessageLog kept changing while it was claimed")
+
+    def _create_for_foreign(
+        self, delivery: Delivery, task: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> Claim | None:
+        # A message published outside carrot: track it from now on.
+        now = timezone.now()
+        try:
+            with transaction.atomic(using=router.db_for_write(MessageLog)):
+                row = MessageLog.objects.create(
+                    uuid=delivery.message_id,
+                    status=MessageLog.IN_PROGRESS,
+                    task=task,
+                    queue=delivery.queue,
+                    routing_key=delivery.queue,
+                    priority=delivery.priority or 0,
+                    task_args=args,
+                    task_kwargs=kwargs,
+                    publish_time=now,
+                    start_time=now,
+                    attempts=1,
+                    worker=self.worker,
+                )
+        except IntegrityError:
+            return None  # another worker created it first; claim again
+        return Claim(True, row.id, 1)
+
+    # ------------------------------------------------------------------ outcomes
+
+    def complete(self, claim: Claim, *, output: Any, log: list[dict[str, Any]]) -> None:
+        """Record a successful attempt."""
+        self._retrying(
+            "recording a completed task",
+            lambda: MessageLog.objects.filter(pk=claim.log_id, attempts=claim.attempt)
+            .mark_completed(output=output, log=log),
+        )
+
+    def fail(
+        self, claim: Claim, *, exception: str, traceback: str, log: list[dict[str, Any]]
+    ) -> None:
+        """Record a failed attempt."""
+        self._retrying(
+            "recording a failed task",
+            lambda: MessageLog.objects.filter(pk=claim.log_id, attempts=claim.attempt)
+            .mark_failed(exception=exception, traceback=traceback, log=log),
+        )
+
+    def reject(
+        self,
+        delivery: Delivery,
+        reason: str,
+        *,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """Record a message that is dead-lettered without running."""
+        self._retrying(
+            "recording a rejected message", lambda: self._reject(delivery, reason, args, kwargs)
+        )
+
+    def _reject(
+        self,
+        delivery: Delivery,
+        reason: str,
+        args: list[Any] | None,
+        kwargs: dict[str, Any] | None,
+    ) -> None:
+        exception = f"{REJECTED_PREFIX}{reason}"
+        message_id = _as_uuid(delivery.message_id)
+        if message_id is not None:
+            rows = MessageLog.objects.filter(uuid=message_id)
+            if rows.mark_failed(
+                exception=exception,
+                from_statuses=(MessageLog.PUBLISHED, MessageLog.IN_PROGRESS),
+            ):
+                return
+            if rows.exists():
+                return  # a finished row keeps its outcome; the stray copy is dead-lettered
+        now = timezone.now()
+        MessageLog.objects.create(
+            uuid=message_id or uuidlib.uuid4(),
+            status=MessageLog.FAILED,
+            task=(delivery.type or "(no task name)")[:255],
+            queue=delivery.queue,
+            routing_key=delivery.queue,
+            priority=min(max(delivery.priority or 0, 0), 255),
+            task_args=args if args is not None else [],
+            task_kwargs=kwargs if kwargs is not None else {},
+            exception=exception,
+            publish_time=now,
+            failure_time=now,
+            worker=self.worker,
+        )
+
+
+def _as_uuid(value: str | None) -> uuidlib.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuidlib.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return None

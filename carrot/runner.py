@@ -1,0 +1,74 @@
+"""Run one task call and describe what happened, without touching the broker."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback as tb
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import close_old_connections
+
+from carrot import logcapture
+from carrot.messages import normalise_value
+from carrot.tasks import Task
+
+logger = logging.getLogger("carrot")
+
+
+@dataclass
+class Outcome:
+    """The result of one attempt."""
+
+    succeeded: bool
+    output: Any = None
+    exception: str = ""
+    traceback: str = ""
+    error: BaseException | None = None
+    log: list[dict[str, Any]] = field(default_factory=list)
+    duration: float = 0.0
+
+
+def describe_exception(exc: BaseException) -> str:
+    """Return ``ExceptionType: message`` for the MessageLog."""
+    text = str(exc)
+    name = type(exc).__qualname__
+    return f"{name}: {text}" if text else name
+
+
+def run_task(task: Task, args: list[Any], kwargs: dict[str, Any], *, log_level: int,
+             max_log_records: int) -> Outcome:
+    """Call the task with its arguments, capturing its ``carrot`` log lines."""
+    # A connection that went stale between tasks (server restart, CONN_MAX_AGE) is
+    # replaced instead of failing the task, as a request would.
+    close_old_connections()
+    started = time.monotonic()
+    with logcapture.capture(log_level, max_log_records) as buffer:
+        try:
+            result = task.func(*args, **kwargs)
+        except (Exception, SystemExit) as exc:  # a task's sys.exit() must not end the worker
+            outcome = Outcome(
+                succeeded=False,
+                exception=describe_exception(exc),
+                traceback=tb.format_exc(),
+                error=exc,
+            )
+        else:
+            try:
+                output = normalise_value(result)
+            except TypeError:
+                kind = type(result)
+                logger.warning(
+                    "The return value of %s is a %s.%s, which is not JSON; its repr() is "
+                    "stored as text instead.",
+                    task.name,
+                    kind.__module__,
+                    kind.__qualname__,
+                )
+                output = repr(result)
+            outcome = Outcome(succeeded=True, output=output)
+    close_old_connections()
+    outcome.log = buffer.as_list()
+    outcome.duration = time.monotonic() - started
+    return outcome

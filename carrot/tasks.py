@@ -1,0 +1,140 @@
+"""The user's API: ``@task`` turns a module-level function into a registered ``Task``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, overload
+
+from carrot.exceptions import InvalidTask
+from carrot.registry import registry
+
+if TYPE_CHECKING:
+    from carrot.models import MessageLog
+
+DEFAULT_QUEUE = "default"
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """A registered function with its default queue and priority."""
+
+    func: Callable[..., Any]
+    name: str
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        # Look like the wrapped function to introspection and documentation tools.
+        for attr in ("__module__", "__name__", "__qualname__", "__doc__"):
+            object.__setattr__(self, attr, getattr(self.func, attr, None))
+        object.__setattr__(self, "__wrapped__", self.func)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue!r} priority={self.priority}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the function inline, in this process."""
+        return self.func(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> MessageLog:
+        """Publish a call with these arguments; return its MessageLog (PUBLISHED)."""
+        return self.apply_async(args=args, kwargs=kwargs)
+
+    def apply_async(
+        self,
+        args: list[Any] | tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> MessageLog:
+        """Publish a call with explicit options; return its MessageLog (PUBLISHED)."""
+        from carrot.publisher import enqueue
+
+        return enqueue(
+            self.name,
+            args,
+            kwargs,
+            queue=queue or self.queue,
+            priority=self.priority if priority is None else priority,
+            who=f"{self.__name__}.apply_async()",
+        )
+
+
+def _validate_options(func: Any, queue: Any, priority: Any) -> None:
+    if not inspect.isfunction(func):
+        raise InvalidTask(
+            f"@task can only decorate a function, got {func!r}. Methods, classes and other "
+            "callables cannot be tasks; call them from a module-level function."
+        )
+    where = f"{func.__module__}.{func.__qualname__}"
+    if "<locals>" in func.__qualname__ or func.__name__ == "<lambda>":
+        raise InvalidTask(
+            f"@task requires a module-level function, but {where} is defined inside another "
+            "function or is a lambda. Move it to the top level of a module so workers can "
+            "find it by name."
+        )
+    if inspect.iscoroutinefunction(func):
+        raise InvalidTask(f"{where} is an async function; carrot tasks must be plain functions.")
+    if not isinstance(queue, str) or not queue:
+        raise InvalidTask(f"@task(queue=...) for {where} must be a queue name, got {queue!r}.")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise InvalidTask(f"@task(priority=...) for {where} must be an integer, got {priority!r}.")
+    max_priority = 255
+    from django.conf import settings
+
+    if settings.configured:
+        from carrot.conf import get_config
+        from carrot.exceptions import UnknownQueue
+
+        try:
+            max_priority = get_config().queue(queue).max_priority
+        except UnknownQueue as exc:
+            raise InvalidTask(f"@task(queue={queue!r}) for {where}: {exc}") from None
+    if not 0 <= priority <= max_priority:
+        raise InvalidTask(
+            f"@task(priority={priority}) for {where} is out of range: queue {queue!r} accepts "
+            f"priorities from 0 to {max_priority} (higher runs first)."
+        )
+
+
+def make_task(func: Callable[..., Any], *, queue: str = DEFAULT_QUEUE, priority: int = 0) -> Task:
+    """Validate ``func`` and the options, and return an unregistered Task."""
+    _validate_options(func, queue, priority)
+    return Task(
+        func=func,
+        name=f"{func.__module__}.{func.__qualname__}",
+        queue=queue,
+        priority=priority,
+    )
+
+
+@overload
+def task(func: Callable[..., Any], /) -> Task: ...
+
+
+@overload
+def task(*, queue: str = DEFAULT_QUEUE, priority: int = 0) -> Callable[[Callable[..., Any]], Task]: ...
+
+
+def task(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+) -> Task | Callable[[Callable[..., Any]], Task]:
+    """Register a module-level function as a task; use bare or with options."""
+
+    def decorator(f: Callable[..., Any]) -> Task:
+        if isinstance(f, Task):
+            raise InvalidTask(f"{f.name} is already a task; apply @task once.")
+        t = make_task(f, queue=queue, priority=priority)
+        registry.register(t)
+        return t
+
+    if func is not None:
+        return decorator(func)
+    return decorator

@@ -1,0 +1,459 @@
+"""The worker: consume queues, run registered tasks in threads, ack after recording.
+
+Per consumable queue, a ``QueueConsumer`` owns one connection on its own I/O thread and
+``concurrency`` task threads. The I/O thread only moves bytes (deliveries in, acks out,
+heartbeats); tasks run on the task threads, so a long task never starves heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queuelib
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import close_old_connections
+from django.utils.module_loading import import_string
+
+from carrot.broker import ConsumerChannel, Delivery, check_connection
+from carrot.conf import BrokerConfig, CarrotConfig, QueueConfig, get_config
+from carrot.exceptions import BrokerUnavailable, MessageDecodeError, QueueMismatch
+from carrot.messages import CONTENT_TYPE, decode_body
+from carrot.models import MessageLog
+from carrot.recorder import Claim, Recorder
+from carrot.registry import registry
+from carrot.runner import Outcome, run_task
+
+logger = logging.getLogger(__name__)
+
+FailureCallback = Callable[[MessageLog, BaseException | str], Any]
+_global_failure_callbacks: list[FailureCallback] = []
+
+
+def add_failure_callback(callback: FailureCallback) -> None:
+    """Call ``callback(log, exception)`` whenever any task fails (after FAILED is saved)."""
+    _global_failure_callbacks.append(callback)
+
+
+def worker_name() -> str:
+    """Return this process's name as stored in MessageLog.worker (``host:pid``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class QueueConsumer:
+    """Consume one queue (the seed's ``Consumer``; see ``carrot.consumer``).
+
+    Seed-compatible hooks a ``consumer_class`` may override: ``get_task_type``,
+    ``get_message_log``, ``fail`` and ``add_failure_callback``.
+    """
+
+    task_type = "type"
+
+    def __init__(
+        self,
+        host: Any,
+        queue: str,
+        logger: logging.Logger | None = None,
+        name: str = "consumer",
+        durable: bool = True,
+        queue_arguments: dict[str, Any] | None = None,
+        exchange_arguments: dict[str, Any] | None = None,
+    ) -> None:
+        config = get_config()
+        queue_config = config.queue(queue)
+        broker = _as_broker(host)
+        if broker is not None and broker != queue_config.broker:
+            queue_config = QueueConfig(
+                name=queue_config.name,
+                broker=broker,
+                concurrency=queue_config.concurrency,
+                consumable=queue_config.consumable,
+                consumer_class=queue_config.consumer_class,
+                max_priority=queue_config.max_priority,
+            )
+        self.config: CarrotConfig = config
+        self.queue: QueueConfig = queue_config
+        self.logger = logger or logging.getLogger(__name__)
+        self.name = name
+        self.concurrency = queue_config.concurrency
+        self.failure_callbacks: list[FailureCallback] = []
+        self.recorder = Recorder(worker_name(), max_interruptions=config.max_interruptions)
+        self.fatal_error: BaseException | None = None
+        self._stop = threading.Event()
+        self._work: queuelib.SimpleQueue[Delivery | None] = queuelib.SimpleQueue()
+        self._lock = threading.Lock()
+        self._inflight = 0
+        # Message ids running in this process -> redeliveries of them waiting for the
+        # running attempt to finish (after a reconnect the broker hands them back to us).
+        self._running: dict[str, list[Delivery]] = {}
+        self._threads: list[threading.Thread] = []
+        self._io_thread: threading.Thread | None = None
+        self.channel: ConsumerChannel | None = None
+
+    # ------------------------------------------------------------------ seed hooks
+
+    def add_failure_callback(self, callback: FailureCallback) -> None:
+        """Call ``callback(log, exception)`` when a task consumed here fails."""
+        self.failure_callbacks.append(callback)
+
+    def get_task_type(self, properties: Any, body: bytes) -> str | None:
+        """Return the task name a message asks for (its ``type`` property)."""
+        return getattr(properties, self.task_type, None)
+
+    def get_message_log(self, properties: Any, body: bytes) -> MessageLog | None:
+        """Return the MessageLog of a message, or None."""
+        message_id = getattr(properties, "message_id", None)
+        try:
+            return MessageLog.objects.filter(uuid=uuid.UUID(str(message_id))).first()
+        except ValueError:
+            return None
+
+    def fail(self, log: MessageLog, err: BaseException | str) -> None:
+        """Run the failure callbacks for a task that failed."""
+        for callback in [*_global_failure_callbacks, *self.failure_callbacks]:
+            try:
+                callback(log, err)
+            except Exception:
+                self.logger.exception("Failure callback %r raised", callback)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def inflight(self) -> int:
+        return self._inflight
+
+    def start_consuming(self) -> None:
+        """Start the I/O thread and the task threads."""
+        self.channel = ConsumerChannel(
+            self.queue,
+            self.config,
+            self._on_delivery,
+            prefetch=self.concurrency,
+            name=f"carrot-{self.name}",
+        )
+        for i in range(self.concurrency):
+            thread = threading.Thread(
+                target=self._task_loop, name=f"{self.name}-task-{i + 1}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        self._io_thread = threading.Thread(target=self._io_loop, name=f"{self.name}-io", daemon=True)
+        self._io_thread.start()
+
+    def stop_consuming(self) -> None:
+        """Stop taking messages; tasks in flight finish and are acked."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the consumer to finish; return False if it is still running."""
+        if self._io_thread is not None:
+            self._io_thread.join(timeout)
+            return not self._io_thread.is_alive()
+        return True
+
+    def is_alive(self) -> bool:
+        return self._io_thread is not None and self._io_thread.is_alive()
+
+    def _io_loop(self) -> None:
+        assert self.channel is not None
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self.channel.open()
+                self.logger.info(
+                    "Consuming %r on %s with %d thread(s)",
+                    self.queue.name,
+                    self.queue.broker.display_url,
+                    self.concurrency,
+                )
+                backoff = 0.5
+                while not self._stop.is_set():
+                    self.channel.process(0.5)
+            except QueueMismatch as exc:
+                self.fatal_error = exc
+                self.logger.error("%s", exc)
+                self._stop.set()
+            except BrokerUnavailable as exc:
+                self.channel.close()
+                if self._stop.is_set():
+                    break
+                self.logger.warning("%s; reconnecting in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+        self._drain()
+
+    def _drain(self) -> None:
+        # Graceful stop: cancel the consumer (prefetched messages go back to the queue), keep
+        # the connection's I/O running so the tasks in flight can be acked, then close.
+        assert self.channel is not None
+        if self.channel.is_open:
+            self.channel.cancel()
+        while self._inflight and self.channel.is_open:
+            try:
+                self.channel.process(0.1)
+            except BrokerUnavailable:
+                break
+        while self._inflight:  # disconnected: still let the tasks record their state
+            time.sleep(0.1)
+        if self.channel.is_open:
+            try:
+                self.channel.process(0)  # flush the last acks
+            except BrokerUnavailable:
+                pass
+        self.channel.close()
+        for _ in self._threads:
+            self._work.put(None)
+
+    # ------------------------------------------------------------------ deliveries
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        # I/O thread: hand over and return at once.
+        with self._lock:
+            self._inflight += 1
+        self._work.put(delivery)
+
+    def _task_loop(self) -> None:
+        while True:
+            delivery = self._work.get()
+            if delivery is None:
+                return
+            try:
+                self.handle(delivery)
+            except Exception:
+                self.logger.exception("Unexpected error handling message %s", delivery.message_id)
+                assert self.channel is not None
+                self.channel.requeue(delivery)
+            finally:
+                with self._lock:
+                    self._inflight -= 1
+                close_old_connections()
+
+    def _reject(self, delivery: Delivery, reason: str, **kwargs: Any) -> None:
+        assert self.channel is not None
+        self.logger.error(
+            "Rejected message %s (task %r) from %r to the dead-letter queue: %s",
+            delivery.message_id,
+            delivery.type,
+            delivery.queue,
+            reason,
+        )
+        try:
+            self.recorder.reject(delivery, reason, **kwargs)
+        finally:
+            self.channel.dead_letter(delivery)
+
+    def handle(self, delivery: Delivery) -> None:
+        """Validate, claim, run, record and ack one delivery (task thread)."""
+        assert self.channel is not None
+        max_bytes = self.config.max_message_bytes
+        if len(delivery.body) > max_bytes:
+            self._reject(
+                delivery,
+                f"message body is {len(delivery.body)} bytes, over the limit of {max_bytes} "
+                "(CARROT['max_message_bytes'])",
+            )
+            return
+        missing = [
+            prop
+            for prop, value in (("message_id", delivery.message_id), ("type", delivery.type))
+            if not value
+        ]
+        if missing:
+            self._reject(delivery, f"the message has no {' or '.join(missing)} property")
+            return
+        try:
+            uuid.UUID(str(delivery.message_id))
+        except ValueError:
+            self._reject(delivery, f"message_id {delivery.message_id!r} is not a UUID")
+            return
+        if delivery.content_type != CONTENT_TYPE:
+            self._reject(
+                delivery,
+                f"content_type is {delivery.content_type!r}; carrot accepts only {CONTENT_TYPE}",
+            )
+            return
+        task_name = self.get_task_type(delivery, delivery.body) or ""
+        task = registry.get(task_name)
+        if task is None:
+            self._reject(delivery, f"{task_name!r} is not a registered task")
+            return
+        try:
+            args, kwargs = decode_body(delivery.body, max_bytes=max_bytes)
+        except MessageDecodeError as exc:
+            self._reject(delivery, str(exc))
+            return
+
+        message_id = str(delivery.message_id)
+        with self._lock:
+            waiting = self._running.get(message_id)
+            if waiting is not None:
+                waiting.append(delivery)
+                return
+            self._running[message_id] = []
+        try:
+            self._claim_and_run(delivery, task_name, task, args, kwargs)
+        finally:
+            with self._lock:
+                parked = self._running.pop(message_id, [])
+            for copy in parked:
+                self.channel.ack(copy)
+
+    def _claim_and_run(
+        self, delivery: Delivery, task_name: str, task: Any, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        assert self.channel is not None
+        try:
+            claim = self.recorder.claim(delivery, task_name, args, kwargs)
+        except Exception:
+            self.logger.exception("Could not record the start of %s; returning it to the queue",
+                                  delivery.message_id)
+            self.channel.requeue(delivery)
+            return
+        if not claim.run:
+            self.logger.info("Skipping %s %s: %s", task_name, delivery.message_id, claim.reason)
+            self.channel.ack(delivery)
+            return
+        self.logger.info(
+            "Running %s %s (attempt %d)", task_name, delivery.message_id, claim.attempt
+        )
+        outcome = run_task(
+            task,
+            args,
+            kwargs,
+            log_level=self.config.task_log_level,
+            max_log_records=self.config.task_log_max_records,
+        )
+        try:
+            self._record(claim, outcome)
+        except Exception:
+            self.logger.exception(
+                "Could not record the outcome of %s; returning it to the queue",
+                delivery.message_id,
+            )
+            self.channel.requeue(delivery)
+            return
+        self.channel.ack(delivery)
+        self.logger.info(
+            "%s %s %s in %.3fs%s",
+            "Completed" if outcome.succeeded else "Failed",
+            task_name,
+            delivery.message_id,
+            outcome.duration,
+            "" if outcome.succeeded else f": {outcome.exception}",
+        )
+        if not outcome.succeeded:
+            log = MessageLog.objects.filter(pk=claim.log_id).first()
+            if log is not None:
+                self.fail(log, outcome.error or outcome.exception)
+
+    def _record(self, claim: Claim, outcome: Outcome) -> None:
+        if outcome.succeeded:
+            self.recorder.complete(claim, output=outcome.output, log=outcome.log)
+        else:
+            self.recorder.fail(
+                claim, exception=outcome.exception, traceback=outcome.traceback, log=outcome.log
+            )
+
+
+def _as_broker(host: Any) -> BrokerConfig | None:
+    if host is None or isinstance(host, BrokerConfig):
+        return host
+    broker = getattr(host, "broker", None)  # carrot.objects.VirtualHost
+    return broker if isinstance(broker, BrokerConfig) else None
+
+
+class Worker:
+    """Run consumers for the consumable queues until SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        scheduler: bool = True,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.config = get_config()
+        self.logger = logger or logging.getLogger(__name__)
+        if queues:
+            selected = [self.config.queue(name) for name in queues]
+        else:
+            selected = [q for q in self.config.queues if q.consumable]
+        self.queues = selected
+        self.scheduler_enabled = scheduler
+        self.consumers: list[QueueConsumer] = []
+        self._stop = threading.Event()
+        self._signals = 0
+
+    def _consumer(self, queue: QueueConfig) -> QueueConsumer:
+        # consumer_class comes from settings (trusted), never from a message.
+        cls = import_string(queue.consumer_class)
+        return cls(queue.broker, queue.name, self.logger, f"{queue.name}")
+
+    def check_broker(self) -> None:
+        """Raise BrokerUnavailable if any queue's broker cannot be reached."""
+        seen: set[Any] = set()
+        for queue in self.queues:
+            if queue.broker.key not in seen:
+                seen.add(queue.broker.key)
+                check_connection(queue.broker, self.config)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            self.logger.warning("Second signal: exiting now; unfinished tasks will be redelivered")
+            os._exit(1)
+        self.logger.info(
+            "Received %s: finishing the tasks in flight, then exiting (send it again to exit now)",
+            signal.Signals(signum).name,
+        )
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def start(self) -> None:
+        """Start every consumer (and the scheduler)."""
+        for queue in self.queues:
+            consumer = self._consumer(queue)
+            consumer.start_consuming()
+            self.consumers.append(consumer)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        """Start, wait for a stop signal, stop gracefully; return the exit code."""
+        self.check_broker()
+        self.start()
+        exit_code = 0
+        while not self._stop.wait(0.5):
+            failed = [c for c in self.consumers if c.fatal_error is not None]
+            if failed:
+                exit_code = 1
+                break
+        return self.shutdown(exit_code)
+
+    def shutdown(self, exit_code: int = 0) -> int:
+        """Stop consuming, wait up to ``shutdown_timeout`` for tasks in flight."""
+        for consumer in self.consumers:
+            consumer.stop_consuming()
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        for consumer in self.consumers:
+            if not consumer.join(max(0.0, deadline - time.monotonic())):
+                self.logger.error(
+                    "Shutdown timed out after %gs with %d task(s) still running on %r; their "
+                    "messages will be redelivered",
+                    self.config.shutdown_timeout,
+                    consumer.inflight,
+                    consumer.queue.name,
+                )
+                exit_code = 1
+        self.logger.info("Worker stopped")
+        return exit_code
