@@ -38,7 +38,10 @@ START_HINT = (
 def _describe(exc: BaseException) -> str:
     """Return a short human description of a pika exception."""
     if isinstance(exc, pex.ProbableAuthenticationError | pex.AuthenticationError):
-        return "the broker refused the username or password (note: 'guest' may only connect from localhost)"
+        return (
+            "the broker refused the username or password "
+            "(note: 'guest' may only connect from localhost)"
+        )
     if isinstance(exc, pex.ProbableAccessDeniedError):
         return "the virtual host does not exist or the user may not use it"
     inner = getattr(exc, "exception", None)  # pika's connector errors wrap the socket error
@@ -68,9 +71,8 @@ def unavailable(broker: BrokerConfig, exc: BaseException, doing: str) -> BrokerU
     """Return a BrokerUnavailable that says what failed, where, and how to fix it."""
     reason = _describe(exc)
     hint = START_HINT if "refused" in reason or "timed out" in reason.lower() else ""
-    return BrokerUnavailable(
-        f"Cannot {doing}: RabbitMQ at {broker.display_url} is unavailable ({reason}). {hint}".strip()
-    )
+    message = f"Cannot {doing}: RabbitMQ at {broker.display_url} is unavailable ({reason})."
+    return BrokerUnavailable(f"{message} {hint}".strip())
 
 
 def connection_parameters(
@@ -300,9 +302,7 @@ class Publisher:
                 if not exchange and routing_key not in state.declared:
                     declare_queue(state.channel, queue)
                     state.declared.add(routing_key)
-                state.channel.basic_publish(
-                    exchange, routing_key, body, properties, mandatory=True
-                )
+                state.channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
                 state.last_used = time.monotonic()
                 return
             except pex.UnroutableError as exc:

@@ -44,7 +44,7 @@ def check_importable(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
             )
     from carrot.worker import QueueConsumer
 
-    for index, queue in enumerate(config.queues):
+    for queue in config.queues:
         try:
             cls = import_string(queue.consumer_class)
         except ImportError:

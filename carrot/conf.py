@@ -476,9 +476,7 @@ def parse(raw: Any) -> tuple[CarrotConfig, list[Problem]]:
         max_interruptions=int(_number(raw, "max_interruptions", 3, problems, minimum=0)),
         shutdown_timeout=float(_number(raw, "shutdown_timeout", 60.0, problems, minimum=0)),
         task_log_level=task_log_level,
-        task_log_max_records=int(
-            _number(raw, "task_log_max_records", 1000, problems, minimum=0)
-        ),
+        task_log_max_records=int(_number(raw, "task_log_max_records", 1000, problems, minimum=0)),
         completed_retention=retention,
         scheduler=scheduler,
     )

@@ -26,7 +26,7 @@ class VirtualHost:
         name: str = "%2f",
         port: int = 5672,
         username: str = "guest",
-        password: str = "guest",
+        password: str = "guest",  # noqa: S107  (RabbitMQ's default user, as in the seed)
         secure: bool = False,
     ) -> None:
         if url is None:
@@ -151,8 +151,9 @@ class Message:
         from carrot.broker import connect, declare_queue
 
         queue = self._queue_config()
-        connection = connect(queue.broker, get_config(), heartbeat=None, name="carrot",
-                             doing="open a channel")
+        connection = connect(
+            queue.broker, get_config(), heartbeat=None, name="carrot", doing="open a channel"
+        )
         channel = connection.channel()
         declare_queue(channel, queue)
         return connection, channel

@@ -82,8 +82,8 @@ def enqueue(
     """Record a call of ``task_name`` and publish it; return the MessageLog.
 
     Raises TypeError for arguments that are not JSON, MessageTooLarge, UnknownQueue,
-    ValueError for a bad priority, TaskNotRegistered, and BrokerError when the broker does not take the
-    message (the row is then FAILED with the reason).
+    ValueError for a bad priority, TaskNotRegistered, and BrokerError when the broker does
+    not take the message (the row is then FAILED with the reason).
     """
     if task_name not in registry:
         raise TaskNotRegistered(task_name)
@@ -110,8 +110,9 @@ def enqueue(
 def requeue(log: MessageLog) -> MessageLog:
     """Publish a FAILED task again under the same id and return the refreshed row."""
     if log.exception.startswith(REJECTED_PREFIX):
+        reason = log.exception[len(REJECTED_PREFIX) :]
         raise NotRequeueable(
-            f"Task {log.uuid} was rejected before it ran ({log.exception[len(REJECTED_PREFIX):]}); "
+            f"Task {log.uuid} was rejected before it ran ({reason}); "
             "there is nothing valid to requeue. The original message is in the dead-letter queue."
         )
     if log.task not in registry:

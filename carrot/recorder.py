@@ -15,8 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from django.db import IntegrityError, InterfaceError, OperationalError, close_old_connections
-from django.db import connections, router, transaction
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connections,
+    router,
+    transaction,
+)
 from django.utils import timezone
 
 from carrot.broker import Delivery
@@ -76,7 +83,8 @@ class Recorder:
     def _claim(
         self, delivery: Delivery, task: str, args: list[Any], kwargs: dict[str, Any]
     ) -> Claim:
-        rows = MessageLog.objects.filter(uuid=delivery.message_id)
+        message_id = str(delivery.message_id)  # validated as a UUID by the worker
+        rows = MessageLog.objects.filter(uuid=message_id)
         for _ in range(3):
             if rows.mark_started(worker=self.worker):
                 row = rows.values("id", "attempts").get()
@@ -127,7 +135,7 @@ class Recorder:
         try:
             with transaction.atomic(using=router.db_for_write(MessageLog)):
                 row = MessageLog.objects.create(
-                    uuid=delivery.message_id,
+                    uuid=str(delivery.message_id),
                     status=MessageLog.IN_PROGRESS,
                     task=task,
                     queue=delivery.queue,
@@ -150,8 +158,7 @@ class Recorder:
         """Record a successful attempt."""
         self._retrying(
             "recording a completed task",
-            lambda: MessageLog.objects.filter(pk=claim.log_id, attempts=claim.attempt)
-            .mark_completed(output=output, log=log),
+            lambda: _attempt(claim).mark_completed(output=output, log=log),
         )
 
     def fail(
@@ -160,8 +167,7 @@ class Recorder:
         """Record a failed attempt."""
         self._retrying(
             "recording a failed task",
-            lambda: MessageLog.objects.filter(pk=claim.log_id, attempts=claim.attempt)
-            .mark_failed(exception=exception, traceback=traceback, log=log),
+            lambda: _attempt(claim).mark_failed(exception=exception, traceback=traceback, log=log),
         )
 
     def reject(
@@ -210,6 +216,12 @@ class Recorder:
             failure_time=now,
             worker=self.worker,
         )
+
+
+def _attempt(claim: Claim) -> Any:
+    """Return the row of this claim, as long as no later attempt has started."""
+    assert claim.log_id is not None
+    return MessageLog.objects.filter(pk=claim.log_id, attempts=claim.attempt)
 
 
 def _as_uuid(value: str | None) -> uuidlib.UUID | None:

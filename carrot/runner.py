@@ -37,8 +37,9 @@ def describe_exception(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def run_task(task: Task, args: list[Any], kwargs: dict[str, Any], *, log_level: int,
-             max_log_records: int) -> Outcome:
+def run_task(
+    task: Task, args: list[Any], kwargs: dict[str, Any], *, log_level: int, max_log_records: int
+) -> Outcome:
     """Call the task with its arguments, capturing its ``carrot`` log lines."""
     # A connection that went stale between tasks (server restart, CONN_MAX_AGE) is
     # replaced instead of failing the task, as a request would.

@@ -59,7 +59,7 @@ class Task:
             kwargs,
             queue=queue or self.queue,
             priority=self.priority if priority is None else priority,
-            who=f"{self.__name__}.apply_async()",
+            who=f"{self.func.__name__}.apply_async()",
         )
 
 
@@ -116,7 +116,9 @@ def task(func: Callable[..., Any], /) -> Task: ...
 
 
 @overload
-def task(*, queue: str = DEFAULT_QUEUE, priority: int = 0) -> Callable[[Callable[..., Any]], Task]: ...
+def task(
+    *, queue: str = DEFAULT_QUEUE, priority: int = 0
+) -> Callable[[Callable[..., Any]], Task]: ...
 
 
 def task(

@@ -143,7 +143,9 @@ class QueueConsumer:
             )
             thread.start()
             self._threads.append(thread)
-        self._io_thread = threading.Thread(target=self._io_loop, name=f"{self.name}-io", daemon=True)
+        self._io_thread = threading.Thread(
+            target=self._io_loop, name=f"{self.name}-io", daemon=True
+        )
         self._io_thread.start()
 
     def stop_consuming(self) -> None:
@@ -302,6 +304,11 @@ class QueueConsumer:
             with self._lock:
                 parked = self._running.pop(message_id, [])
             for copy in parked:
+                self.logger.info(
+                    "Skipping %s %s: another delivery of it ran in this worker meanwhile",
+                    task_name,
+                    message_id,
+                )
                 self.channel.ack(copy)
 
     def _claim_and_run(
@@ -311,8 +318,9 @@ class QueueConsumer:
         try:
             claim = self.recorder.claim(delivery, task_name, args, kwargs)
         except Exception:
-            self.logger.exception("Could not record the start of %s; returning it to the queue",
-                                  delivery.message_id)
+            self.logger.exception(
+                "Could not record the start of %s; returning it to the queue", delivery.message_id
+            )
             self.channel.requeue(delivery)
             return
         if not claim.run:
@@ -347,7 +355,7 @@ class QueueConsumer:
             outcome.duration,
             "" if outcome.succeeded else f": {outcome.exception}",
         )
-        if not outcome.succeeded:
+        if not outcome.succeeded and claim.log_id is not None:
             log = MessageLog.objects.filter(pk=claim.log_id).first()
             if log is not None:
                 self.fail(log, outcome.error or outcome.exception)

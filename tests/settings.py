@@ -60,11 +60,17 @@ CARROT = {
     "default_broker": TEST_BROKER,
     "queues": [
         {"name": "default", "concurrency": 2},
-        {"name": "other"},
+        {
+            "name": "other",
+            "consumer_class": os.environ.get(
+                "CARROT_TEST_OTHER_CONSUMER", "carrot.consumer.Consumer"
+            ),
+        },
     ],
     "task_modules": ["tests.testapp.plain_tasks"],
-    "heartbeat": 10,
-    "shutdown_timeout": 20,
+    "heartbeat": int(os.environ.get("CARROT_TEST_HEARTBEAT", "10")),
+    "shutdown_timeout": float(os.environ.get("CARROT_TEST_SHUTDOWN_TIMEOUT", "20")),
+    "max_interruptions": int(os.environ.get("CARROT_TEST_MAX_INTERRUPTIONS", "3")),
 }
 
 _DB = os.environ.get("CARROT_TEST_DB", "sqlite")

@@ -7,3 +7,6 @@ class Effect(models.Model):
     key = models.CharField(max_length=100, db_index=True)
     pid = models.IntegerField()
     created = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.key

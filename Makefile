@@ -1,0 +1,69 @@
+# django-carrot: `make demo` runs the example project, `make test` runs the tests.
+# Both create their own virtualenv in .venv and install everything they need.
+
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+SYSTEM_PYTHON ?= python3
+
+.PHONY: install system-deps demo test test-sqlite test-postgres test-slow lint format bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The tests need RabbitMQ (they start private nodes for fault tests) and Debian's
+# Chromium for the browser tests; install them when missing and we are allowed to.
+system-deps:
+	@missing=""; \
+	command -v rabbitmq-server >/dev/null 2>&1 || missing="$$missing rabbitmq-server"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "Missing system packages:$$missing. Install them: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+demo: install
+	cd example_project && $(PY) manage.py migrate --noinput
+	cd example_project && DJANGO_SUPERUSER_PASSWORD=admin $(PY) manage.py createsuperuser \
+	  --noinput --username admin --email admin@example.com >/dev/null 2>&1 || true
+	@echo "Demo: http://127.0.0.1:8000/ (monitor at /carrot/, log in as admin / admin). Ctrl-C stops."
+	cd example_project && { $(PY) manage.py carrot & worker=$$!; \
+	  trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
+	  $(PY) manage.py runserver 127.0.0.1:8000; }
+
+test: install system-deps
+	CARROT_TEST_DB=sqlite $(PYTEST) -m "not slow"
+	CARROT_TEST_DB=postgres $(PYTEST) -m "not slow"
+
+test-sqlite: install system-deps
+	CARROT_TEST_DB=sqlite $(PYTEST) -m "not slow"
+
+test-postgres: install system-deps
+	CARROT_TEST_DB=postgres $(PYTEST) -m "not slow"
+
+test-slow: install system-deps
+	CARROT_TEST_DB=sqlite $(PYTEST) -m slow
+	CARROT_TEST_DB=postgres $(PYTEST) -m slow
+
+lint: install
+	$(PY) -m ruff check carrot tests example_project bench
+	$(PY) -m ruff format --check carrot tests example_project bench
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff check --fix carrot tests example_project bench
+	$(PY) -m ruff format carrot tests example_project bench
+
+bench: install
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,290 @@
+"""Test helpers: real worker processes, a raw broker client and a private RabbitMQ node."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pika
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Return the environment a carrot subprocess needs to use the test database."""
+    env = dict(os.environ)
+    env["CARROT_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """``python -m django carrot`` in its own process group, logging to a file."""
+
+    def __init__(self, log_path: Path, args: list[str] | None = None, **env: str) -> None:
+        self.log_path = log_path
+        self.args = args or []
+        self.env = subprocess_env(**env)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "carrot", "--loglevel", "DEBUG", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_for_log(self, pattern: str, timeout: float = 20.0, count: int = 1) -> None:
+        regex = re.compile(pattern)
+
+        def found() -> bool:
+            if (
+                self.proc is not None
+                and self.proc.poll() is not None
+                and len(regex.findall(self.log())) < count
+            ):
+                raise AssertionError(
+                    f"worker exited ({self.proc.returncode}) before logging {pattern!r}:\n"
+                    + self.log()[-4000:]
+                )
+            return len(regex.findall(self.log())) >= count
+
+        try:
+            wait_until(found, timeout, 0.05, f"worker log {pattern!r}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- worker log ---\n{self.log()[-4000:]}") from None
+
+    def wait_ready(self, queues: int = 2, timeout: float = 30.0) -> WorkerProcess:
+        self.wait_for_log(r"Consuming '", timeout, count=queues)
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(25)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._log.close()
+
+
+class BrokerClient:
+    """A plain pika client for inspecting queues and publishing raw messages in tests."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._connection: pika.BlockingConnection | None = None
+
+    @property
+    def channel(self) -> Any:
+        if self._connection is None or not self._connection.is_open:
+            self._connection = pika.BlockingConnection(pika.URLParameters(self.url))
+            self._channel = self._connection.channel()
+        if not self._channel.is_open:
+            self._channel = self._connection.channel()
+        return self._channel
+
+    def close(self) -> None:
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+        self._connection = None
+
+    def count(self, queue: str) -> int:
+        """Return the number of ready messages in ``queue`` (0 if it does not exist)."""
+        try:
+            return self.channel.queue_declare(queue, passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
+
+    def consumers(self, queue: str) -> int:
+        try:
+            return self.channel.queue_declare(queue, passive=True).method.consumer_count
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
+
+    def purge(self, *queues: str) -> None:
+        for queue in queues:
+            try:
+                self.channel.queue_purge(queue)
+            except pika.exceptions.ChannelClosedByBroker:
+                pass
+
+    def delete(self, *queues: str) -> None:
+        for queue in queues:
+            self.channel.queue_delete(queue)
+
+    def get(self, queue: str) -> tuple[Any, bytes] | None:
+        method, properties, body = self.channel.basic_get(queue, auto_ack=True)
+        return None if method is None else (properties, body)
+
+    def publish(self, queue: str, body: bytes, **properties: Any) -> str:
+        """Publish straight to ``queue``, bypassing carrot; return the message_id used."""
+        props = {
+            "content_type": "application/json",
+            "message_id": str(uuid.uuid4()),
+            "delivery_mode": 2,
+        }
+        props.update(properties)
+        props = {k: v for k, v in props.items() if v is not None}
+        self.channel.basic_publish("", queue, body, pika.BasicProperties(**props))
+        return props.get("message_id", "")
+
+
+def rabbitmqctl(
+    *args: str, node: str | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    cmd = ["rabbitmqctl"]
+    if node:
+        cmd += ["-n", node]
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, check=check, timeout=timeout
+    )
+
+
+class RabbitNode:
+    """A private RabbitMQ node (own name, port and data dir) for fault injection.
+
+    Never the machine's shared broker: stopping this one disturbs nobody.
+    """
+
+    def __init__(self, base: Path, config: str = "") -> None:
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.name = f"carrot_test_{os.getpid()}_{self.port}@localhost"
+        self.dir = base
+        self.extra_config = config
+        self.env = dict(os.environ)
+        self.env.update(
+            RABBITMQ_NODENAME=self.name,
+            RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(base / "log"),
+            RABBITMQ_PID_FILE=str(base / "node.pid"),
+            RABBITMQ_CONFIG_FILE=str(base / "rabbitmq.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _prepare(self) -> None:
+        (self.dir / "mnesia").mkdir(parents=True, exist_ok=True)
+        (self.dir / "log").mkdir(parents=True, exist_ok=True)
+        (self.dir / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            + self.extra_config
+        )
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        if os.geteuid() == 0 and shutil.which("chown"):
+            # Debian's wrapper runs the node as the rabbitmq user when started by root.
+            subprocess.run(["chown", "-R", "rabbitmq:rabbitmq", str(self.dir)], check=False)
+
+    def start(self) -> RabbitNode:
+        self._prepare()
+        subprocess.run(
+            ["rabbitmq-server", "-detached"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait()
+        return self
+
+    def wait(self) -> None:
+        rabbitmqctl(
+            "wait", str(self.dir / "node.pid"), "--timeout", "90", node=self.name, timeout=120
+        )
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return rabbitmqctl(*args, node=self.name, check=check)
+
+    def stop_app(self) -> None:
+        self.ctl("stop_app")
+
+    def start_app(self) -> None:
+        self.ctl("start_app")
+
+    def restart(self) -> None:
+        """Full restart: shut the VM down (waits for it) and start again."""
+        self.ctl("shutdown")
+        subprocess.run(
+            ["rabbitmq-server", "-detached"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait()
+
+    def shutdown(self) -> None:
+        self.ctl("shutdown", check=False)
