@@ -11,7 +11,7 @@ from carrot.models import MessageLog
 
 
 @admin.register(MessageLog)
-class MessageLogAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class MessageLogAdmin(admin.ModelAdmin):
     list_display = ("task", "status", "queue", "priority", "publish_time", "attempts")
     list_filter = ("status", "queue")
     search_fields = ("task", "uuid")
