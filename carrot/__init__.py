@@ -10,7 +10,7 @@ from carrot.exceptions import (
     PublishError,
     TaskNotRegistered,
 )
-from carrot.tasks import Task, task
+from carrot.tasks import Task, periodic, task
 
 __version__ = "2.0.0.dev0"
 
@@ -24,5 +24,6 @@ __all__ = [
     "PublishError",
     "Task",
     "TaskNotRegistered",
+    "periodic",
     "task",
 ]

@@ -9,7 +9,7 @@ class CarrotConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from carrot import checks  # noqa: F401  (registers the system checks)
+        from carrot import checks, helper_tasks  # noqa: F401  (checks and built-in tasks)
         from carrot.registry import autodiscover
 
         autodiscover()

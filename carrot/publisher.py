@@ -1,8 +1,20 @@
-"""Tracked publishing: write the MessageLog row first, then publish after commit."""
+"""Tracked publishing: write the MessageLog row first, then publish after commit.
+
+Two ways a row reaches the broker:
+
+- ``enqueue()`` (``delay()``): publish after commit and wait for the confirm; a failure
+  raises in the caller and marks the row FAILED.
+- The outbox: the row is written with an ``OutboxEntry`` in one transaction (the
+  scheduler does this when it claims a tick); after commit it is published and the
+  entry deleted. An entry left behind (process died, broker down) is published by
+  ``sweep_outbox()``, so the row's fate never depends on one process surviving.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -13,7 +25,7 @@ from carrot.broker import publisher
 from carrot.conf import CarrotConfig, QueueConfig, get_config
 from carrot.exceptions import BrokerError, CarrotError, NotRequeueable, TaskNotRegistered
 from carrot.messages import encode_body, normalise_arguments
-from carrot.models import MessageLog
+from carrot.models import MessageLog, OutboxEntry
 from carrot.registry import registry
 
 logger = logging.getLogger(__name__)
@@ -21,6 +33,9 @@ logger = logging.getLogger(__name__)
 # MessageLog.exception of a row the worker refused before running anything.
 REJECTED_PREFIX = "Message rejected: "
 NOT_PUBLISHED_PREFIX = "Not published: "
+# An outbox entry younger than this may still be published by the process that wrote it.
+OUTBOX_GRACE = timedelta(seconds=30)
+OUTBOX_LEASE = timedelta(seconds=60)
 
 
 def _check_priority(priority: Any, queue: QueueConfig) -> int:
@@ -34,40 +49,30 @@ def _check_priority(priority: Any, queue: QueueConfig) -> int:
     return priority
 
 
-def _publish(log: MessageLog, body: bytes, queue: QueueConfig, config: CarrotConfig) -> None:
-    try:
+@dataclass
+class Prepared:
+    """A validated, encoded task call and its (unsaved) MessageLog."""
+
+    log: MessageLog
+    body: bytes
+    queue: QueueConfig
+    config: CarrotConfig
+
+    def publish(self) -> None:
+        """Publish with confirms; raise BrokerError if the broker does not take it."""
         publisher.publish(
-            queue,
-            config,
-            body=body,
-            message_id=str(log.uuid),
-            task=log.task,
-            priority=log.priority,
-            exchange=log.exchange,
-            routing_key=log.routing_key,
+            self.queue,
+            self.config,
+            body=self.body,
+            message_id=str(self.log.uuid),
+            task=self.log.task,
+            priority=self.log.priority,
+            exchange=self.log.exchange,
+            routing_key=self.log.routing_key,
         )
-    except BrokerError as exc:
-        # The row says what happened, so nothing is silently lost.
-        reason = f"{NOT_PUBLISHED_PREFIX}{exc}"
-        MessageLog.objects.filter(pk=log.pk).mark_failed(
-            exception=reason, from_statuses=(MessageLog.PUBLISHED,)
-        )
-        log.status, log.exception = MessageLog.FAILED, reason
-        raise
 
 
-def _publish_after_commit(
-    log: MessageLog, body: bytes, queue: QueueConfig, config: CarrotConfig, using: str
-) -> None:
-    # Inside an atomic block a worker could otherwise consume the message before the row
-    # (and whatever the caller wrote with it) is committed.
-    if transaction.get_connection(using).in_atomic_block:
-        transaction.on_commit(partial(_publish, log, body, queue, config), using=using)
-    else:
-        _publish(log, body, queue, config)
-
-
-def enqueue(
+def prepare(
     task_name: str,
     args: Any = None,
     kwargs: Any = None,
@@ -78,12 +83,12 @@ def enqueue(
     routing_key: str | None = None,
     who: str = "enqueue()",
     queue_config: QueueConfig | None = None,
-) -> MessageLog:
-    """Record a call of ``task_name`` and publish it; return the MessageLog.
+    **fields: Any,
+) -> Prepared:
+    """Validate and encode a call of ``task_name``; return it with an unsaved MessageLog.
 
-    Raises TypeError for arguments that are not JSON, MessageTooLarge, UnknownQueue,
-    ValueError for a bad priority, TaskNotRegistered, and BrokerError when the broker does
-    not take the message (the row is then FAILED with the reason).
+    Raises TaskNotRegistered, UnknownQueue, ValueError (priority), TypeError (arguments
+    that are not JSON) and MessageTooLarge.
     """
     if task_name not in registry:
         raise TaskNotRegistered(task_name)
@@ -92,8 +97,7 @@ def enqueue(
     priority = _check_priority(priority, queue_config)
     norm_args, norm_kwargs = normalise_arguments(args, kwargs, who=who)
     body = encode_body(norm_args, norm_kwargs, max_bytes=config.max_message_bytes)
-    using = router.db_for_write(MessageLog)
-    log = MessageLog.objects.using(using).create(
+    log = MessageLog(
         task=task_name,
         queue=queue_config.name,
         exchange=exchange or "",
@@ -102,9 +106,114 @@ def enqueue(
         task_args=norm_args,
         task_kwargs=norm_kwargs,
         publish_time=timezone.now(),
+        **fields,
     )
-    _publish_after_commit(log, body, queue_config, config, using)
-    return log
+    return Prepared(log, body, queue_config, config)
+
+
+def _publish_or_fail(prepared: Prepared) -> None:
+    try:
+        prepared.publish()
+    except BrokerError as exc:
+        # The row says what happened, so nothing is silently lost.
+        log = prepared.log
+        reason = f"{NOT_PUBLISHED_PREFIX}{exc}"
+        MessageLog.objects.filter(pk=log.pk).mark_failed(
+            exception=reason, from_statuses=(MessageLog.PUBLISHED,)
+        )
+        log.status, log.exception = MessageLog.FAILED, reason
+        raise
+
+
+def _publish_after_commit(prepared: Prepared, using: str) -> None:
+    # Inside an atomic block a worker could otherwise consume the message before the row
+    # (and whatever the caller wrote with it) is committed.
+    if transaction.get_connection(using).in_atomic_block:
+        transaction.on_commit(partial(_publish_or_fail, prepared), using=using)
+    else:
+        _publish_or_fail(prepared)
+
+
+def enqueue(task_name: str, args: Any = None, kwargs: Any = None, **options: Any) -> MessageLog:
+    """Record a call of ``task_name`` and publish it; return the MessageLog.
+
+    Takes ``prepare()``'s options. Raises what ``prepare()`` raises, and BrokerError when
+    the broker does not take the message (the row is then FAILED with the reason).
+    """
+    prepared = prepare(task_name, args, kwargs, **options)
+    using = router.db_for_write(MessageLog)
+    prepared.log.save(using=using, force_insert=True)
+    _publish_after_commit(prepared, using)
+    return prepared.log
+
+
+# ------------------------------------------------------------------ the outbox
+
+
+def save_with_outbox(prepared: Prepared) -> None:
+    """Save the row with an outbox entry; call inside the transaction that decides it."""
+    prepared.log.save(force_insert=True)
+    OutboxEntry.objects.create(message=prepared.log)
+
+
+def publish_outboxed(prepared: Prepared) -> bool:
+    """Publish a committed outbox row and drop its entry; on failure leave it for the sweeper."""
+    try:
+        prepared.publish()
+    except BrokerError as exc:
+        logger.warning(
+            "Could not publish %s %s yet (%s); the outbox sweeper will retry",
+            prepared.log.task,
+            prepared.log.uuid,
+            exc,
+        )
+        OutboxEntry.objects.filter(pk=prepared.log.pk).update(last_error=str(exc)[:2000])
+        return False
+    OutboxEntry.objects.filter(pk=prepared.log.pk).delete()
+    return True
+
+
+def sweep_outbox(now: datetime | None = None, *, limit: int = 100) -> int:
+    """Publish outbox entries older than the grace period; return how many were sent.
+
+    Each entry is leased with a conditional UPDATE first, so several sweepers (one per
+    worker host) never publish the same entry at the same time.
+    """
+    now = now or timezone.now()
+    config = get_config()
+    sent = 0
+    candidates = (
+        OutboxEntry.objects.filter(created_at__lte=now - OUTBOX_GRACE)
+        .exclude(lease_until__gt=now)
+        .select_related("message")
+        .order_by("created_at")[:limit]
+    )
+    for entry in candidates:
+        leased = OutboxEntry.objects.filter(pk=entry.pk, lease_until=entry.lease_until).update(
+            lease_until=now + OUTBOX_LEASE, attempts=entry.attempts + 1
+        )
+        if not leased:
+            continue
+        log = entry.message
+        if log.status != MessageLog.PUBLISHED:
+            entry.delete()  # already consumed (the first publish did go through)
+            continue
+        try:
+            queue = config.queue(log.queue)
+            body = encode_body(log.positionals, log.keywords, max_bytes=config.max_message_bytes)
+        except CarrotError as exc:
+            MessageLog.objects.filter(pk=log.pk).mark_failed(
+                exception=f"{NOT_PUBLISHED_PREFIX}{exc}", from_statuses=(MessageLog.PUBLISHED,)
+            )
+            entry.delete()
+            continue
+        if publish_outboxed(Prepared(log, body, queue, config)):
+            sent += 1
+            logger.info("Outbox: published %s %s", log.task, log.uuid)
+    return sent
+
+
+# ------------------------------------------------------------------ requeue
 
 
 def requeue(log: MessageLog) -> MessageLog:
@@ -146,5 +255,5 @@ def requeue(log: MessageLog) -> MessageLog:
         state = current[0] if current else "deleted"
         raise NotRequeueable(f"Only failed tasks can be requeued; {log.uuid} is {state}.")
     log.refresh_from_db(using=using)
-    _publish_after_commit(log, body, queue_config, config, using)
+    _publish_after_commit(Prepared(log, body, queue_config, config), using)
     return log

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from carrot.exceptions import TaskNotRegistered
 
 if TYPE_CHECKING:
+    from carrot.scheduler import Declaration
     from carrot.tasks import Task
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
+        self._schedules: dict[str, Declaration] = {}
         self._lock = threading.Lock()
 
     def register(self, task: Task) -> None:
@@ -61,6 +63,20 @@ class Registry:
     def names(self) -> list[str]:
         """Return the registered names, sorted."""
         return sorted(self._tasks)
+
+    def declare(self, declaration: Declaration) -> None:
+        """Add a schedule declared with ``@periodic``; a re-import replaces it."""
+        with self._lock:
+            self._schedules[declaration.name] = declaration
+
+    def undeclare(self, name: str) -> None:
+        """Remove the schedule declaration called ``name`` if there is one."""
+        with self._lock:
+            self._schedules.pop(name, None)
+
+    def declarations(self) -> list[Declaration]:
+        """Return the declared schedules, sorted by name."""
+        return [self._schedules[name] for name in sorted(self._schedules)]
 
 
 registry = Registry()

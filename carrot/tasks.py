@@ -140,3 +140,68 @@ def task(
     if func is not None:
         return decorator(func)
     return decorator
+
+
+def periodic(
+    *,
+    seconds: int | None = None,
+    minutes: int | None = None,
+    hours: int | None = None,
+    days: int | None = None,
+    cron: str | None = None,
+    timezone: str | None = None,
+    args: list[Any] | tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    name: str | None = None,
+) -> Callable[[Callable[..., Any]], Task]:
+    """Publish a task on a schedule: one of ``seconds=``...``days=`` or ``cron=``.
+
+    On a plain function it also registers the task (with ``queue``/``priority``); stacked
+    above ``@task(...)``, ``queue``/``priority`` override the task's for scheduled runs.
+    ``name`` (default: the task name) identifies the schedule; use it to declare several
+    schedules for one task. ``timezone`` (cron only) defaults to ``settings.TIME_ZONE``.
+    """
+    from carrot.messages import normalise_arguments
+    from carrot.scheduler import Cadence, Declaration
+
+    def decorator(f: Callable[..., Any]) -> Task:
+        if isinstance(f, Task):
+            t = f
+        else:
+            t = task(queue=queue or DEFAULT_QUEUE, priority=priority or 0)(f)
+        where = f"@periodic on {t.name}"
+        try:
+            cadence = Cadence.build(
+                seconds=seconds,
+                minutes=minutes,
+                hours=hours,
+                days=days,
+                cron=cron,
+                timezone=timezone,
+            )
+        except ValueError as exc:
+            raise InvalidTask(f"{where}: {exc}.") from None
+        try:
+            norm_args, norm_kwargs = normalise_arguments(args, kwargs, who=where)
+        except TypeError as exc:
+            raise InvalidTask(str(exc)) from None
+        if queue is not None or priority is not None:
+            _validate_options(
+                t.func, queue or t.queue, t.priority if priority is None else priority
+            )
+        registry.declare(
+            Declaration(
+                name=name or t.name,
+                task=t.name,
+                cadence=cadence,
+                args=tuple(norm_args),
+                kwargs=norm_kwargs,
+                queue=queue or "",
+                priority=priority,
+            )
+        )
+        return t
+
+    return decorator

@@ -116,7 +116,7 @@ def create_scheduled_task(
     **kwargs: Any,
 ) -> Any:
     """Create (or update) a ScheduledTask that publishes ``task`` every ``interval``."""
-    from carrot.scheduler import create_scheduled_task as create
+    from carrot.schedules import create_scheduled_task as create
 
     return create(validate_task(task), interval, queue=queue, **kwargs)
 

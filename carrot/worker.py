@@ -384,16 +384,21 @@ class Worker:
         *,
         queues: Sequence[str] | None = None,
         scheduler: bool = True,
+        consume: bool = True,
         logger: logging.Logger | None = None,
     ) -> None:
         self.config = get_config()
         self.logger = logger or logging.getLogger(__name__)
-        if queues:
+        if not consume:
+            selected = []
+        elif queues:
             selected = [self.config.queue(name) for name in queues]
         else:
             selected = [q for q in self.config.queues if q.consumable]
         self.queues = selected
-        self.scheduler_enabled = scheduler
+        self.scheduler_enabled = scheduler and self.config.scheduler.enabled
+        self.scheduler: Any = None
+        self._scheduler_thread: threading.Thread | None = None
         self.consumers: list[QueueConsumer] = []
         self._stop = threading.Event()
         self._signals = 0
@@ -406,7 +411,7 @@ class Worker:
     def check_broker(self) -> None:
         """Raise BrokerUnavailable if any queue's broker cannot be reached."""
         seen: set[Any] = set()
-        for queue in self.queues:
+        for queue in self.queues or [self.config.queue("default")]:
             if queue.broker.key not in seen:
                 seen.add(queue.broker.key)
                 check_connection(queue.broker, self.config)
@@ -432,6 +437,14 @@ class Worker:
             consumer = self._consumer(queue)
             consumer.start_consuming()
             self.consumers.append(consumer)
+        if self.scheduler_enabled:
+            from carrot.scheduler import Scheduler
+
+            self.scheduler = Scheduler()
+            self._scheduler_thread = threading.Thread(
+                target=self.scheduler.run, name="scheduler", daemon=True
+            )
+            self._scheduler_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -450,6 +463,8 @@ class Worker:
 
     def shutdown(self, exit_code: int = 0) -> int:
         """Stop consuming, wait up to ``shutdown_timeout`` for tasks in flight."""
+        if self.scheduler is not None:
+            self.scheduler.stop()  # first, so nothing new is published while draining
         for consumer in self.consumers:
             consumer.stop_consuming()
         deadline = time.monotonic() + self.config.shutdown_timeout
@@ -463,5 +478,7 @@ class Worker:
                     consumer.queue.name,
                 )
                 exit_code = 1
+        if self._scheduler_thread is not None:
+            self._scheduler_thread.join(max(1.0, deadline - time.monotonic()))
         self.logger.info("Worker stopped")
         return exit_code

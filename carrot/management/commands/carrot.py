@@ -44,6 +44,11 @@ class Command(BaseCommand):
             "--queues",
             help="comma-separated queue names to consume (default: every consumable queue)",
         )
+        parser.add_argument(
+            "--scheduler-only",
+            action="store_true",
+            help="only publish schedules; consume nothing (one per host is enough)",
+        )
         parser.add_argument("--testmode", action="store_true", help="accepted for compatibility")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -52,7 +57,13 @@ class Command(BaseCommand):
         configure_logging(options["loglevel"], options["logfile"])
         queues = [q.strip() for q in (options["queues"] or "").split(",") if q.strip()]
         try:
-            worker = Worker(queues=queues or None, scheduler=not options["no_scheduler"])
+            if options["scheduler_only"] and options["no_scheduler"]:
+                raise CommandError("--scheduler-only and --no-scheduler exclude each other.")
+            worker = Worker(
+                queues=queues or None,
+                scheduler=not options["no_scheduler"],
+                consume=not options["scheduler_only"],
+            )
             worker.install_signal_handlers()
             exit_code = worker.run()
         except (BrokerError, CarrotConfigError) as exc:
