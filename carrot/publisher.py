@@ -60,15 +60,19 @@ class Prepared:
 
     def publish(self) -> None:
         """Publish with confirms; raise BrokerError if the broker does not take it."""
+        log = self.log
+        # Through the default exchange an empty routing key reaches no queue; rows written
+        # without one (by hand, by older versions) go to their queue.
+        routing_key = log.routing_key if (log.routing_key or log.exchange) else None
         publisher.publish(
             self.queue,
             self.config,
             body=self.body,
-            message_id=str(self.log.uuid),
-            task=self.log.task,
-            priority=self.log.priority,
-            exchange=self.log.exchange,
-            routing_key=self.log.routing_key,
+            message_id=str(log.uuid),
+            task=log.task,
+            priority=log.priority,
+            exchange=log.exchange,
+            routing_key=routing_key,
         )
 
 

@@ -231,3 +231,12 @@ def test_publisher_forgets_connections_in_a_forked_child():
     p._states()["x"] = "parent-state"
     p._forget_all()
     assert p._states() == {}
+
+
+def test_rows_without_a_routing_key_are_requeued_to_their_queue(broker):
+    row = MessageLog.objects.create(
+        task="tests.testapp.tasks.add", status="FAILED", queue="other", task_args=[1, 2]
+    )
+    assert row.routing_key == ""
+    row.requeue()
+    assert broker.count("other") == 1

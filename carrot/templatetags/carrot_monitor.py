@@ -1,0 +1,65 @@
+"""Template helpers for the monitor. Everything they return is escaped by the caller."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from django import template
+from django.urls import reverse
+
+register = template.Library()
+
+
+@register.simple_tag
+def carrot_asset(name: str) -> str:
+    """Return the URL of a monitor asset (CSS, JS, htmx)."""
+    from carrot.assets import version
+
+    return reverse("carrot:asset", args=[version(), name])
+
+
+@register.filter
+def as_json(value: Any) -> str:
+    """Return JSON data as indented text (autoescaped when rendered)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False)
+
+
+@register.filter
+def as_json_inline(value: Any) -> str:
+    """Return JSON data on one line, cut at 120 characters."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+@register.filter
+def get_item(mapping: dict[str, Any], key: str) -> Any:
+    return mapping.get(key, "")
+
+
+@register.filter
+def duration(value: timedelta | None) -> str:
+    """Return a short human duration: 850 ms, 12.3 s, 4 min 5 s, 2 h 3 min."""
+    if value is None:
+        return ""
+    seconds = value.total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+@register.filter
+def status_class(status: str) -> str:
+    return {
+        "PUBLISHED": "queued",
+        "IN_PROGRESS": "running",
+        "FAILED": "failed",
+        "COMPLETED": "completed",
+    }.get(status, "neutral")
