@@ -35,6 +35,7 @@ def _describe(row: ScheduledTask) -> dict[str, Any]:
         "error": error,
         "zone": zone.key if zone else "",
         "next_run": row.next_run_at.astimezone(zone) if row.next_run_at and zone else None,
+        "overdue": bool(row.next_run_at and row.next_run_at <= datetime.now(tz=UTC)),
         "kwargs": mask(row.task_kwargs),
         "args": mask(row.task_args),
         "registered": row.task in registry,
