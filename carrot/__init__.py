@@ -8,7 +8,9 @@ from carrot.exceptions import (
     InvalidTask,
     MessageTooLarge,
     PublishError,
+    Retry,
     TaskNotRegistered,
+    TimeLimitExceeded,
 )
 from carrot.tasks import Task, periodic, task
 
@@ -22,8 +24,10 @@ __all__ = [
     "InvalidTask",
     "MessageTooLarge",
     "PublishError",
+    "Retry",
     "Task",
     "TaskNotRegistered",
+    "TimeLimitExceeded",
     "periodic",
     "task",
 ]

@@ -138,6 +138,40 @@ def declare_queue(channel: Any, queue: QueueConfig) -> None:
         raise
 
 
+# Delays wait in "<queue>.delay.<n>s" queues whose TTL dead-letters back to the work queue.
+# A delay uses the largest bucket that fits and the worker sends a message that arrives
+# early on to the next bucket, so no message is ever held unacked by a worker and a
+# restart loses nothing. Each bucket queue holds one TTL, so messages expire in order.
+MAX_DELAY_BUCKET = 2**21  # seconds, about 24 days per hop
+
+
+def delay_bucket(seconds: float) -> int:
+    """Return the largest power-of-two number of seconds not above ``seconds`` (min 1)."""
+    bucket = 1
+    while bucket * 2 <= seconds and bucket < MAX_DELAY_BUCKET:
+        bucket *= 2
+    return bucket
+
+
+def delay_queue_name(queue: QueueConfig, bucket: int) -> str:
+    return f"{queue.name}.delay.{bucket}s"
+
+
+def declare_delay_queue(channel: Any, queue: QueueConfig, bucket: int) -> str:
+    """Declare the delay bucket queue for ``queue`` and return its name."""
+    name = delay_queue_name(queue, bucket)
+    channel.queue_declare(
+        name,
+        durable=True,
+        arguments={
+            "x-message-ttl": bucket * 1000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue.name,
+        },
+    )
+    return name
+
+
 def check_connection(broker: BrokerConfig, config: CarrotConfig) -> None:
     """Connect and disconnect once; raise BrokerUnavailable if that fails."""
     connection = connect(broker, config, heartbeat=None, name="carrot-check", doing="connect")
@@ -275,14 +309,19 @@ class Publisher:
         exchange: str = "",
         routing_key: str | None = None,
         headers: dict[str, Any] | None = None,
+        delay: float | None = None,
     ) -> None:
         """Publish one persistent message and wait for the broker's confirm.
 
+        With ``delay`` (seconds) the message goes to the queue's delay bucket first.
         Raises BrokerUnavailable (cannot connect, connection lost, blocked by an alarm) or
         PublishError (unroutable, refused). Returns only once the broker has the message.
         """
         broker = queue.broker
         routing_key = queue.name if routing_key is None else routing_key
+        bucket = delay_bucket(delay) if delay is not None and delay >= 0.5 else None
+        if bucket is not None:
+            exchange, routing_key = "", delay_queue_name(queue, bucket)
         properties = pika.BasicProperties(
             content_type=CONTENT_TYPE,
             content_encoding="utf-8",
@@ -300,7 +339,11 @@ class Publisher:
                 if time.monotonic() - state.last_used > self.IDLE_CHECK_SECONDS:
                     state.connection.process_data_events(0)
                 if not exchange and routing_key not in state.declared:
-                    declare_queue(state.channel, queue)
+                    if bucket is not None:
+                        declare_queue(state.channel, queue)
+                        declare_delay_queue(state.channel, queue, bucket)
+                    else:
+                        declare_queue(state.channel, queue)
                     state.declared.add(routing_key)
                 state.channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
                 state.last_used = time.monotonic()

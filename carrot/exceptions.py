@@ -66,3 +66,21 @@ class QueueMismatch(BrokerError):
 
 class NotRequeueable(CarrotError):
     """A MessageLog cannot be requeued in its current state."""
+
+
+class Retry(CarrotError):  # noqa: N818  (a signal, like StopIteration, not an error name)
+    """Raise inside a task to run it again later (within its ``retries``).
+
+    ``countdown`` (seconds) overrides the task's backoff; ``exc`` is recorded as the
+    reason for this attempt.
+    """
+
+    def __init__(self, countdown: float | None = None, exc: BaseException | None = None) -> None:
+        self.countdown = countdown
+        self.exc = exc
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "retry requested"
+        super().__init__(reason)
+
+
+class TimeLimitExceeded(CarrotError):  # noqa: N818  (the phrase users will search for)
+    """A task ran longer than its ``time_limit``."""

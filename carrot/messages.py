@@ -15,6 +15,8 @@ from carrot.exceptions import MessageDecodeError, MessageTooLarge
 
 CONTENT_TYPE = "application/json"
 APP_ID = "carrot"
+# Milliseconds since the epoch before which a message must not run (countdown, retries).
+ETA_HEADER = "x-carrot-eta"
 # Deeper structures are almost always a mistake or an attack on the decoder.
 MAX_DEPTH = 64
 

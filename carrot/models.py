@@ -58,6 +58,24 @@ class MessageLogQuerySet(models.QuerySet["MessageLog"]):
             completion_time=timezone.now(),
         )
 
+    def mark_retrying(
+        self,
+        *,
+        eta: Any,
+        exception: str,
+        traceback: str,
+        log: list[dict[str, Any]],
+    ) -> int:
+        """Put IN_PROGRESS rows back in the queue for a later attempt, keeping its error."""
+        return self.filter(status=MessageLog.IN_PROGRESS).update(
+            status=MessageLog.PUBLISHED,
+            eta=eta,
+            exception=exception,
+            traceback=traceback,
+            log=log,
+            failure_time=timezone.now(),
+        )
+
     def mark_failed(
         self,
         *,
@@ -128,6 +146,9 @@ class MessageLog(models.Model):
     )
     scheduled_for = models.DateTimeField(
         null=True, blank=True, help_text="the schedule tick this run is for (UTC)"
+    )
+    eta = models.DateTimeField(
+        null=True, blank=True, help_text="not run before this time (countdown, eta, retry)"
     )
 
     objects = MessageLogQuerySet.as_manager()
@@ -280,3 +301,25 @@ class OutboxEntry(models.Model):
 
     def __str__(self) -> str:
         return f"outbox {self.message_id}"
+
+
+class WorkerHeartbeat(models.Model):
+    """A running worker process, refreshed every few seconds while it lives.
+
+    The worker uses it to tell a task that is still running elsewhere from one whose
+    worker died; ``carrot_status``, ``carrot_health`` and the monitor show it.
+    """
+
+    name = models.CharField(max_length=255, unique=True, help_text="host:pid")
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list, blank=True)
+    scheduler = models.BooleanField(default=False)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name

@@ -24,7 +24,7 @@ from django.utils import timezone
 from carrot.broker import publisher
 from carrot.conf import CarrotConfig, QueueConfig, get_config
 from carrot.exceptions import BrokerError, CarrotError, NotRequeueable, TaskNotRegistered
-from carrot.messages import encode_body, normalise_arguments
+from carrot.messages import ETA_HEADER, encode_body, normalise_arguments
 from carrot.models import MessageLog, OutboxEntry
 from carrot.registry import registry
 
@@ -64,6 +64,10 @@ class Prepared:
         # Through the default exchange an empty routing key reaches no queue; rows written
         # without one (by hand, by older versions) go to their queue.
         routing_key = log.routing_key if (log.routing_key or log.exchange) else None
+        delay, headers = None, None
+        if log.eta is not None:
+            delay = (log.eta - timezone.now()).total_seconds()
+            headers = {ETA_HEADER: int(log.eta.timestamp() * 1000)}
         publisher.publish(
             self.queue,
             self.config,
@@ -73,6 +77,8 @@ class Prepared:
             priority=log.priority,
             exchange=log.exchange,
             routing_key=routing_key,
+            headers=headers,
+            delay=delay,
         )
 
 
@@ -251,6 +257,7 @@ def requeue(log: MessageLog) -> MessageLog:
             failure_time=None,
             interruptions=0,
             worker="",
+            eta=None,
             publish_time=timezone.now(),
         )
     )

@@ -27,6 +27,7 @@ from django.db import (
 from django.utils import timezone
 
 from carrot.broker import Delivery
+from carrot.heartbeats import worker_alive
 from carrot.messages import APP_ID
 from carrot.models import MessageLog
 from carrot.publisher import REJECTED_PREFIX
@@ -43,6 +44,8 @@ class Claim:
     log_id: int | None = None
     attempt: int = 0
     reason: str = ""
+    # Not now: the task is running on another live worker; ask again later.
+    wait: bool = False
 
 
 class Recorder:
@@ -89,7 +92,7 @@ class Recorder:
             if rows.mark_started(worker=self.worker):
                 row = rows.values("id", "attempts").get()
                 return Claim(True, row["id"], row["attempts"])
-            current = rows.values("id", "status", "attempts", "interruptions").first()
+            current = rows.values("id", "status", "attempts", "interruptions", "worker").first()
             if current is None:
                 if delivery.app_id == APP_ID:
                     return Claim(False, reason="its MessageLog was deleted, so it is dropped")
@@ -106,6 +109,11 @@ class Recorder:
                         False,
                         current["id"],
                         reason="another delivery with the same message id is running",
+                    )
+                owner = current["worker"]
+                if owner and owner != self.worker and worker_alive(owner):
+                    return Claim(
+                        False, current["id"], reason=f"it is still running on {owner}", wait=True
                     )
                 same_attempt = rows.filter(attempts=current["attempts"])
                 if current["interruptions"] >= self.max_interruptions:
@@ -168,6 +176,25 @@ class Recorder:
         self._retrying(
             "recording a failed task",
             lambda: _attempt(claim).mark_failed(exception=exception, traceback=traceback, log=log),
+        )
+
+    def retry(
+        self,
+        claim: Claim,
+        *,
+        eta: Any,
+        exception: str,
+        traceback: str,
+        log: list[dict[str, Any]],
+    ) -> bool:
+        """Record a failed attempt that will run again at ``eta``; False if it cannot."""
+        return bool(
+            self._retrying(
+                "recording a retry",
+                lambda: _attempt(claim).mark_retrying(
+                    eta=eta, exception=exception, traceback=traceback, log=log
+                ),
+            )
         )
 
     def reject(

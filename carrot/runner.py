@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import threading
 import time
 import traceback as tb
 from dataclasses import dataclass, field
@@ -11,6 +13,7 @@ from typing import Any
 from django.db import close_old_connections
 
 from carrot import logcapture
+from carrot.exceptions import TimeLimitExceeded
 from carrot.messages import normalise_value
 from carrot.tasks import Task
 
@@ -37,6 +40,42 @@ def describe_exception(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+class _Limit:
+    """Raise TimeLimitExceeded in the task's thread when its time is up."""
+
+    def __init__(self, seconds: float) -> None:
+        self.thread_id = threading.get_ident()
+        self.lock = threading.Lock()
+        self.running = True
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.daemon = True
+
+    def _fire(self) -> None:
+        with self.lock:
+            if self.running:
+                # Delivered when the thread next runs Python bytecode; a call blocked in C
+                # is handled by the worker's watch (see handling.check_time_limits).
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self.thread_id), ctypes.py_object(TimeLimitExceeded)
+                )
+
+    def __enter__(self) -> _Limit:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with self.lock:
+            self.running = False
+        self.timer.cancel()
+
+
+def _call(task: Task, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if not task.time_limit:
+        return task.func(*args, **kwargs)
+    with _Limit(task.time_limit):
+        return task.func(*args, **kwargs)
+
+
 def run_task(
     task: Task, args: list[Any], kwargs: dict[str, Any], *, log_level: int, max_log_records: int
 ) -> Outcome:
@@ -47,7 +86,20 @@ def run_task(
     started = time.monotonic()
     with logcapture.capture(log_level, max_log_records) as buffer:
         try:
-            result = task.func(*args, **kwargs)
+            # The limit's exception may land just after the call returned, inside _call;
+            # it is caught here all the same.
+            result = _call(task, args, kwargs)
+        except TimeLimitExceeded:
+            message = (
+                f"TimeLimitExceeded: {task.name} ran longer than its time limit of "
+                f"{task.time_limit:g}s"
+            )
+            outcome = Outcome(
+                succeeded=False,
+                exception=message,
+                traceback=tb.format_exc(),
+                error=TimeLimitExceeded(message),
+            )
         except (Exception, SystemExit) as exc:  # a task's sys.exit() must not end the worker
             outcome = Outcome(
                 succeeded=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from carrot.exceptions import InvalidTask
@@ -18,12 +19,18 @@ DEFAULT_QUEUE = "default"
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """A registered function with its default queue and priority."""
+    """A registered function with its options: queue, priority, retries, time limit."""
 
     func: Callable[..., Any]
     name: str
     queue: str = DEFAULT_QUEUE
     priority: int = 0
+    retries: int = 0
+    retry_backoff: float = 2.0
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    time_limit: float | None = None
 
     def __post_init__(self) -> None:
         # Look like the wrapped function to introspection and documentation tools.
@@ -49,8 +56,14 @@ class Task:
         *,
         queue: str | None = None,
         priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
     ) -> MessageLog:
-        """Publish a call with explicit options; return its MessageLog (PUBLISHED)."""
+        """Publish a call with explicit options; return its MessageLog (PUBLISHED).
+
+        ``countdown`` (seconds) or ``eta`` (an aware datetime) delay the first run; the
+        message waits in RabbitMQ, not in a worker, so a restart does not lose it.
+        """
         from carrot.publisher import enqueue
 
         return enqueue(
@@ -60,6 +73,51 @@ class Task:
             queue=queue or self.queue,
             priority=self.priority if priority is None else priority,
             who=f"{self.func.__name__}.apply_async()",
+            eta=resolve_eta(countdown, eta),
+        )
+
+
+def resolve_eta(countdown: Any, eta: Any) -> datetime | None:
+    """Return when a call may run, from ``countdown`` seconds or an aware ``eta``."""
+    if countdown is not None and eta is not None:
+        raise ValueError("Give countdown or eta, not both.")
+    if countdown is not None:
+        if not isinstance(countdown, int | float) or isinstance(countdown, bool) or countdown < 0:
+            raise ValueError(f"countdown must be a number of seconds >= 0, got {countdown!r}.")
+        return datetime.now(tz=UTC) + timedelta(seconds=countdown) if countdown else None
+    if eta is not None:
+        if not isinstance(eta, datetime) or eta.tzinfo is None:
+            raise ValueError(f"eta must be an aware datetime, got {eta!r}.")
+        return eta.astimezone(UTC)
+    return None
+
+
+def _validate_retry_options(where: str, options: dict[str, Any]) -> None:
+    retries = options["retries"]
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise InvalidTask(
+            f"@task(retries=...) for {where} must be an integer >= 0, got {retries!r}."
+        )
+    for key in ("retry_backoff", "retry_backoff_max"):
+        value = options[key]
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise InvalidTask(
+                f"@task({key}=...) for {where} must be a number of seconds > 0, got {value!r}."
+            )
+    autoretry = options["autoretry_for"]
+    if not isinstance(autoretry, tuple) or not all(
+        isinstance(e, type) and issubclass(e, BaseException) for e in autoretry
+    ):
+        raise InvalidTask(
+            f"@task(autoretry_for=...) for {where} must be a tuple of exception "
+            f"classes, got {autoretry!r}."
+        )
+    limit = options["time_limit"]
+    if limit is not None and (
+        not isinstance(limit, int | float) or isinstance(limit, bool) or limit <= 0
+    ):
+        raise InvalidTask(
+            f"@task(time_limit=...) for {where} must be a number of seconds > 0, got {limit!r}."
         )
 
 
@@ -100,15 +158,30 @@ def _validate_options(func: Any, queue: Any, priority: Any) -> None:
         )
 
 
-def make_task(func: Callable[..., Any], *, queue: str = DEFAULT_QUEUE, priority: int = 0) -> Task:
+def make_task(
+    func: Callable[..., Any], *, queue: str = DEFAULT_QUEUE, priority: int = 0, **options: Any
+) -> Task:
     """Validate ``func`` and the options, and return an unregistered Task."""
     _validate_options(func, queue, priority)
+    full = {**RETRY_DEFAULTS, **options}
+    _validate_retry_options(f"{func.__module__}.{func.__qualname__}", full)
     return Task(
         func=func,
         name=f"{func.__module__}.{func.__qualname__}",
         queue=queue,
         priority=priority,
+        **full,
     )
+
+
+RETRY_DEFAULTS: dict[str, Any] = {
+    "retries": 0,
+    "retry_backoff": 2.0,
+    "retry_backoff_max": 600.0,
+    "retry_jitter": True,
+    "autoretry_for": (),
+    "time_limit": None,
+}
 
 
 @overload
@@ -117,7 +190,15 @@ def task(func: Callable[..., Any], /) -> Task: ...
 
 @overload
 def task(
-    *, queue: str = DEFAULT_QUEUE, priority: int = 0
+    *,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    retries: int = 0,
+    retry_backoff: float = 2.0,
+    retry_backoff_max: float = 600.0,
+    retry_jitter: bool = True,
+    autoretry_for: tuple[type[BaseException], ...] = (),
+    time_limit: float | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -127,13 +208,27 @@ def task(
     *,
     queue: str = DEFAULT_QUEUE,
     priority: int = 0,
+    **options: Any,
 ) -> Task | Callable[[Callable[..., Any]], Task]:
-    """Register a module-level function as a task; use bare or with options."""
+    """Register a module-level function as a task; use bare or with options.
+
+    ``retries``: attempts after the first when it raises (any Exception, or only
+    ``autoretry_for``; ``raise Retry()`` always asks for one). The wait before retry n is
+    ``retry_backoff * 2**(n-1)`` seconds, at most ``retry_backoff_max``, randomised
+    between half and all of it when ``retry_jitter``. ``time_limit``: seconds after which
+    the attempt fails with TimeLimitExceeded.
+    """
+    unknown = set(options) - set(RETRY_DEFAULTS)
+    if unknown:
+        raise InvalidTask(
+            f"@task got unknown options {sorted(unknown)}; it takes queue, priority and "
+            f"{', '.join(RETRY_DEFAULTS)}."
+        )
 
     def decorator(f: Callable[..., Any]) -> Task:
         if isinstance(f, Task):
             raise InvalidTask(f"{f.name} is already a task; apply @task once.")
-        t = make_task(f, queue=queue, priority=priority)
+        t = make_task(f, queue=queue, priority=priority, **options)
         registry.register(t)
         return t
 

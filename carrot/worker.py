@@ -23,12 +23,10 @@ from django.utils.module_loading import import_string
 
 from carrot.broker import ConsumerChannel, Delivery, check_connection
 from carrot.conf import BrokerConfig, CarrotConfig, QueueConfig, get_config
-from carrot.exceptions import BrokerUnavailable, MessageDecodeError, QueueMismatch
-from carrot.messages import CONTENT_TYPE, decode_body
+from carrot.exceptions import BrokerUnavailable, QueueMismatch
+from carrot.handling import DeliveryHandling, Running
 from carrot.models import MessageLog
-from carrot.recorder import Claim, Recorder
-from carrot.registry import registry
-from carrot.runner import Outcome, run_task
+from carrot.recorder import Recorder
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-class QueueConsumer:
+class QueueConsumer(DeliveryHandling):
     """Consume one queue (the seed's ``Consumer``; see ``carrot.consumer``).
 
     Seed-compatible hooks a ``consumer_class`` may override: ``get_task_type``,
@@ -92,6 +90,7 @@ class QueueConsumer:
         # Message ids running in this process -> redeliveries of them waiting for the
         # running attempt to finish (after a reconnect the broker hands them back to us).
         self._running: dict[str, list[Delivery]] = {}
+        self._attempts: dict[str, Running] = {}
         self._threads: list[threading.Thread] = []
         self._io_thread: threading.Thread | None = None
         self.channel: ConsumerChannel | None = None
@@ -137,16 +136,21 @@ class QueueConsumer:
             prefetch=self.concurrency,
             name=f"carrot-{self.name}",
         )
-        for i in range(self.concurrency):
-            thread = threading.Thread(
-                target=self._task_loop, name=f"{self.name}-task-{i + 1}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
+        for _ in range(self.concurrency):
+            self._start_task_thread()
         self._io_thread = threading.Thread(
             target=self._io_loop, name=f"{self.name}-io", daemon=True
         )
         self._io_thread.start()
+
+    def _start_task_thread(self) -> None:
+        with self._lock:
+            number = len(self._threads) + 1
+            thread = threading.Thread(
+                target=self._task_loop, name=f"{self.name}-task-{number}", daemon=True
+            )
+            self._threads.append(thread)
+        thread.start()
 
     def stop_consuming(self) -> None:
         """Stop taking messages; tasks in flight finish and are acked."""
@@ -177,6 +181,7 @@ class QueueConsumer:
                 backoff = 0.5
                 while not self._stop.is_set():
                     self.channel.process(0.5)
+                    self.check_time_limits()
             except QueueMismatch as exc:
                 self.fatal_error = exc
                 self.logger.error("%s", exc)
@@ -201,6 +206,7 @@ class QueueConsumer:
                 self.channel.process(0.1)
             except BrokerUnavailable:
                 break
+            self.check_time_limits()
         while self._inflight:  # disconnected: still let the tasks record their state
             time.sleep(0.1)
         if self.channel.is_open:
@@ -209,7 +215,9 @@ class QueueConsumer:
             except BrokerUnavailable:
                 pass
         self.channel.close()
-        for _ in self._threads:
+        with self._lock:
+            count = len(self._threads)
+        for _ in range(count):
             self._work.put(None)
 
     # ------------------------------------------------------------------ deliveries
@@ -221,6 +229,7 @@ class QueueConsumer:
         self._work.put(delivery)
 
     def _task_loop(self) -> None:
+        me = threading.current_thread()
         while True:
             delivery = self._work.get()
             if delivery is None:
@@ -235,138 +244,15 @@ class QueueConsumer:
                 with self._lock:
                     self._inflight -= 1
                 close_old_connections()
-
-    def _reject(self, delivery: Delivery, reason: str, **kwargs: Any) -> None:
-        assert self.channel is not None
-        self.logger.error(
-            "Rejected message %s (task %r) from %r to the dead-letter queue: %s",
-            delivery.message_id,
-            delivery.type,
-            delivery.queue,
-            reason,
-        )
-        try:
-            self.recorder.reject(delivery, reason, **kwargs)
-        finally:
-            self.channel.dead_letter(delivery)
-
-    def handle(self, delivery: Delivery) -> None:
-        """Validate, claim, run, record and ack one delivery (task thread)."""
-        assert self.channel is not None
-        max_bytes = self.config.max_message_bytes
-        if len(delivery.body) > max_bytes:
-            self._reject(
-                delivery,
-                f"message body is {len(delivery.body)} bytes, over the limit of {max_bytes} "
-                "(CARROT['max_message_bytes'])",
-            )
-            return
-        missing = [
-            prop
-            for prop, value in (("message_id", delivery.message_id), ("type", delivery.type))
-            if not value
-        ]
-        if missing:
-            self._reject(delivery, f"the message has no {' or '.join(missing)} property")
-            return
-        try:
-            uuid.UUID(str(delivery.message_id))
-        except ValueError:
-            self._reject(delivery, f"message_id {delivery.message_id!r} is not a UUID")
-            return
-        if delivery.content_type != CONTENT_TYPE:
-            self._reject(
-                delivery,
-                f"content_type is {delivery.content_type!r}; carrot accepts only {CONTENT_TYPE}",
-            )
-            return
-        task_name = self.get_task_type(delivery, delivery.body) or ""
-        task = registry.get(task_name)
-        if task is None:
-            self._reject(delivery, f"{task_name!r} is not a registered task")
-            return
-        try:
-            args, kwargs = decode_body(delivery.body, max_bytes=max_bytes)
-        except MessageDecodeError as exc:
-            self._reject(delivery, str(exc))
-            return
-
-        message_id = str(delivery.message_id)
-        with self._lock:
-            waiting = self._running.get(message_id)
-            if waiting is not None:
-                waiting.append(delivery)
+            if getattr(me, "carrot_retired", False):
+                with self._lock:
+                    self._threads.remove(me)
+                self.logger.info("%s ended after its abandoned task returned", me.name)
                 return
-            self._running[message_id] = []
-        try:
-            self._claim_and_run(delivery, task_name, task, args, kwargs)
-        finally:
-            with self._lock:
-                parked = self._running.pop(message_id, [])
-            for copy in parked:
-                self.logger.info(
-                    "Skipping %s %s: another delivery of it ran in this worker meanwhile",
-                    task_name,
-                    message_id,
-                )
-                self.channel.ack(copy)
 
-    def _claim_and_run(
-        self, delivery: Delivery, task_name: str, task: Any, args: list[Any], kwargs: dict[str, Any]
-    ) -> None:
-        assert self.channel is not None
-        try:
-            claim = self.recorder.claim(delivery, task_name, args, kwargs)
-        except Exception:
-            self.logger.exception(
-                "Could not record the start of %s; returning it to the queue", delivery.message_id
-            )
-            self.channel.requeue(delivery)
-            return
-        if not claim.run:
-            self.logger.info("Skipping %s %s: %s", task_name, delivery.message_id, claim.reason)
-            self.channel.ack(delivery)
-            return
-        self.logger.info(
-            "Running %s %s (attempt %d)", task_name, delivery.message_id, claim.attempt
-        )
-        outcome = run_task(
-            task,
-            args,
-            kwargs,
-            log_level=self.config.task_log_level,
-            max_log_records=self.config.task_log_max_records,
-        )
-        try:
-            self._record(claim, outcome)
-        except Exception:
-            self.logger.exception(
-                "Could not record the outcome of %s; returning it to the queue",
-                delivery.message_id,
-            )
-            self.channel.requeue(delivery)
-            return
-        self.channel.ack(delivery)
-        self.logger.info(
-            "%s %s %s in %.3fs%s",
-            "Completed" if outcome.succeeded else "Failed",
-            task_name,
-            delivery.message_id,
-            outcome.duration,
-            "" if outcome.succeeded else f": {outcome.exception}",
-        )
-        if not outcome.succeeded and claim.log_id is not None:
-            log = MessageLog.objects.filter(pk=claim.log_id).first()
-            if log is not None:
-                self.fail(log, outcome.error or outcome.exception)
-
-    def _record(self, claim: Claim, outcome: Outcome) -> None:
-        if outcome.succeeded:
-            self.recorder.complete(claim, output=outcome.output, log=outcome.log)
-        else:
-            self.recorder.fail(
-                claim, exception=outcome.exception, traceback=outcome.traceback, log=outcome.log
-            )
+    def replace_task_thread(self) -> None:
+        """Start one more task thread (an abandoned one is retiring)."""
+        self._start_task_thread()
 
 
 def _as_broker(host: Any) -> BrokerConfig | None:
@@ -400,6 +286,7 @@ class Worker:
         self.scheduler: Any = None
         self._scheduler_thread: threading.Thread | None = None
         self.consumers: list[QueueConsumer] = []
+        self.heartbeat: Any = None
         self._stop = threading.Event()
         self._signals = 0
 
@@ -433,6 +320,13 @@ class Worker:
 
     def start(self) -> None:
         """Start every consumer (and the scheduler)."""
+        from carrot.heartbeats import Heartbeat
+
+        self.heartbeat = Heartbeat(
+            worker_name(), [q.name for q in self.queues], self.scheduler_enabled
+        )
+        self.heartbeat.beat()
+        self.heartbeat.start()
         for queue in self.queues:
             consumer = self._consumer(queue)
             consumer.start_consuming()
@@ -480,5 +374,7 @@ class Worker:
                 exit_code = 1
         if self._scheduler_thread is not None:
             self._scheduler_thread.join(max(1.0, deadline - time.monotonic()))
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         self.logger.info("Worker stopped")
         return exit_code

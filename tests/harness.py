@@ -104,6 +104,7 @@ class WorkerProcess:
             raise AssertionError(f"{exc}\n--- worker log ---\n{self.log()[-4000:]}") from None
 
     def wait_ready(self, queues: int = 2, timeout: float = 30.0) -> WorkerProcess:
+        """Wait until ``queues`` consumers run (text or JSON logs)."""
         self.wait_for_log(r"Consuming '", timeout, count=queues)
         return self
 

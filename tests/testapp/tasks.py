@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from carrot import task
+from carrot import Retry, task
 
 logger = logging.getLogger("carrot")
 
@@ -76,3 +76,46 @@ def not_json():
 def on_other_queue(key):
     _record(key)
     return key
+
+
+@task(retries=3, retry_backoff=1, retry_jitter=False)
+def flaky(key, fail_times):
+    """Fail the first ``fail_times`` runs, then succeed."""
+    from tests.testapp.models import Effect
+
+    _record(key)
+    runs = Effect.objects.filter(key=key).count()
+    if runs <= fail_times:
+        raise ConnectionError(f"attempt {runs} failed")
+    return runs
+
+
+@task(retries=2)
+def asks_for_retry(key):
+    from tests.testapp.models import Effect
+
+    _record(key)
+    if Effect.objects.filter(key=key).count() == 1:
+        raise Retry(countdown=0.5)
+    return "second time lucky"
+
+
+@task(retries=2, retry_backoff=0.1, autoretry_for=(ValueError,))
+def only_value_errors_retry(key, error):
+    _record(key)
+    raise {"value": ValueError, "key": KeyError}[error](key)
+
+
+@task(time_limit=1)
+def busy_loop(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    return n
+
+
+@task(time_limit=1)
+def blocked_sleep(key, seconds):
+    time.sleep(seconds)  # blocked in C: the time limit cannot interrupt it
+    _record(key)
