@@ -5,6 +5,7 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 SYSTEM_PYTHON ?= python3
+LINT_PATHS := carrot tests example_project $(wildcard bench)
 
 .PHONY: install system-deps demo test test-sqlite test-postgres test-slow lint format bench clean
 
@@ -54,13 +55,13 @@ test-slow: install system-deps
 	CARROT_TEST_DB=postgres $(PYTEST) -m slow
 
 lint: install
-	$(PY) -m ruff check carrot tests example_project bench
-	$(PY) -m ruff format --check carrot tests example_project bench
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m mypy
 
 format: install
-	$(PY) -m ruff check --fix carrot tests example_project bench
-	$(PY) -m ruff format carrot tests example_project bench
+	$(PY) -m ruff check --fix $(LINT_PATHS)
+	$(PY) -m ruff format $(LINT_PATHS)
 
 bench: install
 	$(PY) bench/run.py

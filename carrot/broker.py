@@ -406,6 +406,7 @@ class Delivery:
     app_id: str | None
     priority: int | None
     headers: dict[str, Any]
+    timestamp: int | None = None  # seconds since the epoch, set by the publisher
 
     @property
     def task(self) -> str | None:
@@ -495,6 +496,7 @@ class ConsumerChannel:
             app_id=properties.app_id,
             priority=properties.priority,
             headers=dict(properties.headers or {}),
+            timestamp=properties.timestamp,
         )
         self.on_delivery(delivery)
 

@@ -29,8 +29,6 @@ from carrot.registry import registry
 from carrot.retries import retry_delay
 from carrot.runner import Outcome, run_task
 
-# How long a redelivery waits when its task still runs on another live worker.
-WAIT_FOR_OWNER = 16.0
 # After its time limit, how long a task blocked outside Python code may keep its thread.
 ABANDON_GRACE = 2.0
 _BROKER_HEADERS = ("x-death", "x-first-death", "x-last-death")
@@ -209,7 +207,7 @@ class DeliveryHandling:
             return
         if not claim.run:
             if claim.wait:
-                self._delay(delivery, WAIT_FOR_OWNER, claim.reason)
+                self._delay(delivery, claim.wait, claim.reason)
                 return
             self.logger.info("Skipping %s %s: %s", task_name, delivery.message_id, claim.reason)
             self.channel.ack(delivery)

@@ -35,6 +35,11 @@ from carrot.publisher import REJECTED_PREFIX
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# How long a redelivery waits when its task still runs on another live worker.
+WAIT_FOR_OWNER = 16.0
+# A carrot message younger than this whose row is missing waits for the row to appear.
+ROW_GRACE = 60.0
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -44,8 +49,9 @@ class Claim:
     log_id: int | None = None
     attempt: int = 0
     reason: str = ""
-    # Not now: the task is running on another live worker; ask again later.
-    wait: bool = False
+    # Not now: ask again after this many seconds (the task runs on another live worker,
+    # or its row is not visible yet).
+    wait: float = 0.0
 
 
 class Recorder:
@@ -95,6 +101,12 @@ class Recorder:
             current = rows.values("id", "status", "attempts", "interruptions", "worker").first()
             if current is None:
                 if delivery.app_id == APP_ID:
+                    # carrot writes the row before publishing, so a missing row was deleted
+                    # in the monitor, or is not visible yet (a replica lagging, a commit in
+                    # flight): wait for a young message, drop an old one.
+                    age = time.time() - (delivery.timestamp or 0)
+                    if age < ROW_GRACE:
+                        return Claim(False, reason="its MessageLog is not visible yet", wait=2.0)
                     return Claim(False, reason="its MessageLog was deleted, so it is dropped")
                 created = self._create_for_foreign(delivery, task, args, kwargs)
                 if created is not None:
@@ -113,7 +125,10 @@ class Recorder:
                 owner = current["worker"]
                 if owner and owner != self.worker and worker_alive(owner):
                     return Claim(
-                        False, current["id"], reason=f"it is still running on {owner}", wait=True
+                        False,
+                        current["id"],
+                        reason=f"it is still running on {owner}",
+                        wait=WAIT_FOR_OWNER,
                     )
                 same_attempt = rows.filter(attempts=current["attempts"])
                 if current["interruptions"] >= self.max_interruptions:

@@ -224,12 +224,37 @@ def test_the_same_message_id_twice_runs_once(worker, broker):
     assert Effect.objects.filter(key="dup").count() == 1
 
 
-def test_a_message_whose_log_was_deleted_is_dropped(broker, worker_factory):
-    log = record.delay("deleted")
-    MessageLog.objects.filter(pk=log.pk).delete()
-    proc = worker_factory("--no-scheduler").wait_ready()
-    proc.wait_for_log("its MessageLog was deleted")
+def test_an_old_message_whose_log_was_deleted_is_dropped(worker, broker):
+    message_id = broker.publish(
+        "default",
+        body("deleted"),
+        type="tests.testapp.tasks.record",
+        app_id="carrot",
+        timestamp=int(time.time()) - 120,
+    )
+    worker.wait_for_log(
+        rf"Skipping tests.testapp.tasks.record {message_id}: its MessageLog was "
+        "deleted"
+    )
     assert not Effect.objects.filter(key="deleted").exists()
+    assert not MessageLog.objects.exists()
+
+
+def test_a_message_consumed_before_its_row_is_visible_waits_for_it(worker, broker):
+    message_id = broker.publish(
+        "default",
+        body("early"),
+        type="tests.testapp.tasks.record",
+        app_id="carrot",
+        timestamp=int(time.time()),
+    )
+    worker.wait_for_log(rf"{message_id}: its MessageLog is not visible yet")
+    time.sleep(1)
+    log = MessageLog.objects.create(
+        uuid=message_id, task="tests.testapp.tasks.record", task_args=["early"]
+    )
+    assert settled(log).status == "COMPLETED"
+    assert Effect.objects.filter(key="early").count() == 1
 
 
 class StubChannel:
