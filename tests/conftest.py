@@ -101,3 +101,25 @@ def rabbit_node() -> Iterator[RabbitNode]:
     yield node
     node.shutdown()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def node(rabbit_node: RabbitNode) -> Iterator[RabbitNode]:
+    """The private node as this process's broker; afterwards it runs, unblocked and empty."""
+    from django.test import override_settings
+
+    from carrot.broker import publisher
+
+    client = BrokerClient(rabbit_node.url)
+    carrot = dict(settings.CARROT, default_broker=rabbit_node.url, publish_timeout=5)
+    with override_settings(CARROT=carrot):
+        yield rabbit_node
+        publisher.close()
+    rabbit_node.ctl("start_app", check=False)
+    rabbit_node.ctl("set_vm_memory_high_watermark", "0.4", check=False)
+    for queue in ("default", "default.dlq", "other", "other.dlq"):
+        try:
+            client.purge(queue)
+        except Exception:  # not declared on this node yet
+            client.close()
+    client.close()

@@ -289,3 +289,153 @@ class RabbitNode:
 
     def shutdown(self) -> None:
         self.ctl("shutdown", check=False)
+
+
+def queue_stats(queue: str, *, vhost: str = "/", node: str | None = None) -> dict[str, int]:
+    """Return ready, unacked and consumers of ``queue`` as RabbitMQ itself counts them."""
+    import json as jsonlib
+
+    result = rabbitmqctl(
+        "list_queues",
+        "-q",
+        "-p",
+        vhost,
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "consumers",
+        "--formatter",
+        "json",
+        node=node,
+    )
+    for row in jsonlib.loads(result.stdout or "[]"):
+        if row["name"] == queue:
+            return {
+                "ready": row["messages_ready"],
+                "unacked": row["messages_unacknowledged"],
+                "consumers": row["consumers"],
+            }
+    return {"ready": 0, "unacked": 0, "consumers": 0}
+
+
+def assert_settled(
+    ids: list[Any], *, duplicates_allowed: int = 0, failed: set[str] | None = None
+) -> dict[str, int]:
+    """The invariant: every id ended COMPLETED (or FAILED when listed in ``failed``).
+
+    Executions are counted in Effect, apart from MessageLog (the task's first argument is
+    its Effect key): each completed task ran at least once, and at most
+    ``duplicates_allowed`` extra runs happened overall. Returns runs per key.
+    """
+    from django.db.models import Count
+
+    from carrot.models import MessageLog
+    from tests.testapp.models import Effect
+
+    failed = {str(i) for i in failed or ()}
+    rows = {str(r.uuid): r for r in MessageLog.objects.filter(uuid__in=ids)}
+    missing = [i for i in map(str, ids) if i not in rows]
+    assert not missing, f"{len(missing)} published task(s) have no MessageLog: {missing[:5]}"
+    wrong = [
+        (u, r.status)
+        for u, r in rows.items()
+        if r.status != ("FAILED" if u in failed else "COMPLETED")
+    ]
+    assert not wrong, f"{len(wrong)} task(s) did not settle as expected: {wrong[:5]}"
+    executions = dict(Effect.objects.values_list("key").annotate(n=Count("id")))
+    runs = {str(r.task_args[0]): executions.get(str(r.task_args[0]), 0) for r in rows.values()}
+    never = [
+        key
+        for key, row in ((str(r.task_args[0]), r) for r in rows.values())
+        if row.status == "COMPLETED" and runs[key] == 0
+    ]
+    assert not never, f"completed but never executed: {never[:5]}"
+    extra = sum(max(0, n - 1) for n in runs.values())
+    assert extra <= duplicates_allowed, (
+        f"{extra} duplicate execution(s), at most {duplicates_allowed} allowed"
+    )
+    return runs
+
+
+class PostgresCluster:
+    """A private PostgreSQL cluster (own data dir and port) to stop and start at will."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.port = free_port()
+        self.data = base / "data"
+
+    def _as_postgres(self, *cmd: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> PostgresCluster:
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "postgres", str(self.base)], check=True)
+        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self.start()
+        subprocess.run(
+            [
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-c",
+                "CREATE DATABASE carrot",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return self
+
+    def start(self) -> None:
+        options = f"-k {self.base} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(self.base / "server.log"),
+            "start",
+        )
+
+    def stop(self) -> None:
+        """An outage: stop at once, as a crash would."""
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+
+    def env(self) -> dict[str, str]:
+        """The environment for carrot subprocesses that use this cluster."""
+        return {
+            "CARROT_TEST_DB": "postgres",
+            "CARROT_TEST_PG_PORT": str(self.port),
+            "CARROT_TEST_DB_NAME": "carrot",
+        }
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="carrot", autocommit=True
+        ) as conn:
+            return conn.execute(sql, params).fetchall()
+
+
+def node_worker(worker_factory: Any, node: RabbitNode, *args: str, **env: str) -> WorkerProcess:
+    """Start a worker on the private node and wait until it consumes."""
+    return worker_factory(
+        "--no-scheduler", *args, CARROT_TEST_BROKER=node.url, CARROT_TEST_PUBLISH_TIMEOUT="5", **env
+    ).wait_ready()
+
+
+def rss_kb(pid: int) -> int:
+    """Return a process's resident memory in KiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")

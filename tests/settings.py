@@ -71,6 +71,7 @@ CARROT = {
     "heartbeat": int(os.environ.get("CARROT_TEST_HEARTBEAT", "10")),
     "shutdown_timeout": float(os.environ.get("CARROT_TEST_SHUTDOWN_TIMEOUT", "20")),
     "max_interruptions": int(os.environ.get("CARROT_TEST_MAX_INTERRUPTIONS", "3")),
+    "publish_timeout": float(os.environ.get("CARROT_TEST_PUBLISH_TIMEOUT", "10")),
 }
 
 _DB = os.environ.get("CARROT_TEST_DB", "sqlite")
@@ -95,7 +96,7 @@ elif _DB == "sqlite":
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
                 "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
+                "timeout": float(os.environ.get("CARROT_TEST_SQLITE_TIMEOUT", "20")),
             },
             # A file, not :memory:, so worker subprocesses share it.
             "TEST": {"NAME": _name},

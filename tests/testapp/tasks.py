@@ -119,3 +119,21 @@ def busy_loop(seconds):
 def blocked_sleep(key, seconds):
     time.sleep(seconds)  # blocked in C: the time limit cannot interrupt it
     _record(key)
+
+
+@task
+def sleep_then_touch(key, seconds):
+    """Sleep, then leave a file: an effect that needs no database (for DB outage tests)."""
+    marker = os.environ.get("CARROT_TEST_MARKER_DIR", "/tmp")
+    Path(marker, f"started-{key}").touch()
+    time.sleep(seconds)
+    Path(marker, f"done-{key}").touch()
+    return key
+
+
+@task
+def record_or_fail(key, fail=False):
+    _record(key)
+    if fail:
+        raise RuntimeError(f"{key} fails on purpose")
+    return key
