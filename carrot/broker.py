@@ -24,7 +24,7 @@ import pika
 import pika.exceptions as pex
 
 from carrot.conf import BrokerConfig, CarrotConfig, QueueConfig
-from carrot.exceptions import BrokerUnavailable, PublishError, QueueMismatch
+from carrot.exceptions import BrokerUnavailable, PublishError, PublishUncertain, QueueMismatch
 from carrot.messages import APP_ID, CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
@@ -336,18 +336,25 @@ class Publisher:
         for attempt in (1, 2):
             state, reused = self._state(broker, config, task)
             try:
+                # Nothing is sent in this block: a failure here is safe to retry once.
                 if time.monotonic() - state.last_used > self.IDLE_CHECK_SECONDS:
                     state.connection.process_data_events(0)
                 if not exchange and routing_key not in state.declared:
+                    declare_queue(state.channel, queue)
                     if bucket is not None:
-                        declare_queue(state.channel, queue)
                         declare_delay_queue(state.channel, queue, bucket)
-                    else:
-                        declare_queue(state.channel, queue)
                     state.declared.add(routing_key)
+            except (pex.ChannelClosedByBroker, QueueMismatch):
+                self._drop(broker)
+                raise
+            except (pex.AMQPError, OSError) as exc:
+                self._drop(broker)
+                # A reused connection may have died while idle.
+                if reused and attempt == 1:
+                    continue
+                raise unavailable(broker, exc, f"publish {task}") from exc
+            try:
                 state.channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-                state.last_used = time.monotonic()
-                return
             except pex.UnroutableError as exc:
                 raise PublishError(
                     f"RabbitMQ could not route the message for {task} (exchange {exchange!r}, "
@@ -374,11 +381,13 @@ class Publisher:
                 raise PublishError(f"Cannot publish {task}: {_describe(exc)}.") from exc
             except (pex.AMQPError, OSError) as exc:
                 self._drop(broker)
-                # A reused connection may have died while idle; one fresh try is safe because
-                # the message was not confirmed and the worker skips a duplicate id.
-                if reused and attempt == 1:
-                    continue
-                raise unavailable(broker, exc, f"publish {task}") from exc
+                raise PublishUncertain(
+                    f"The connection to RabbitMQ at {broker.display_url} broke while {task} "
+                    f"was being published ({_describe(exc)}); whether the broker kept it is "
+                    "unknown."
+                ) from exc
+            state.last_used = time.monotonic()
+            return
 
 
 publisher = Publisher()

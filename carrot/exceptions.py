@@ -60,6 +60,14 @@ class PublishError(BrokerError):
     """RabbitMQ refused a message (unroutable, negatively confirmed)."""
 
 
+class PublishUncertain(BrokerError):
+    """The connection broke after a message was sent and before RabbitMQ confirmed it.
+
+    Whether the broker kept it is unknown; carrot keeps the row in the outbox so it is
+    published again if no worker ran it (a worker skips a copy whose task already ran).
+    """
+
+
 class QueueMismatch(BrokerError):
     """A queue exists on the broker with arguments that differ from what carrot declares."""
 

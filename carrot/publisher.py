@@ -23,7 +23,13 @@ from django.utils import timezone
 
 from carrot.broker import publisher
 from carrot.conf import CarrotConfig, QueueConfig, get_config
-from carrot.exceptions import BrokerError, CarrotError, NotRequeueable, TaskNotRegistered
+from carrot.exceptions import (
+    BrokerError,
+    CarrotError,
+    NotRequeueable,
+    PublishUncertain,
+    TaskNotRegistered,
+)
 from carrot.messages import ETA_HEADER, encode_body, normalise_arguments
 from carrot.models import MessageLog, OutboxEntry
 from carrot.registry import registry
@@ -121,9 +127,19 @@ def prepare(
     return Prepared(log, body, queue_config, config)
 
 
+def _keep_in_outbox(prepared: Prepared, exc: BrokerError) -> None:
+    """An uncertain publish: the sweeper publishes it again unless a worker ran it."""
+    logger.warning("%s It stays in the outbox and is published again if no worker ran it.", exc)
+    OutboxEntry.objects.get_or_create(
+        message_id=prepared.log.pk, defaults={"last_error": str(exc)[:2000]}
+    )
+
+
 def _publish_or_fail(prepared: Prepared) -> None:
     try:
         prepared.publish()
+    except PublishUncertain as exc:
+        _keep_in_outbox(prepared, exc)
     except BrokerError as exc:
         # The row says what happened, so nothing is silently lost.
         log = prepared.log
@@ -155,6 +171,47 @@ def enqueue(task_name: str, args: Any = None, kwargs: Any = None, **options: Any
     prepared.log.save(using=using, force_insert=True)
     _publish_after_commit(prepared, using)
     return prepared.log
+
+
+def enqueue_many(task_name: str, calls: Any, **options: Any) -> list[MessageLog]:
+    """Record many calls of one task in bulk and publish them; return their MessageLogs.
+
+    ``calls`` yields ``(args, kwargs)`` pairs. Every call is validated before anything is
+    written. Inside a transaction the messages are published after the commit.
+    """
+    prepared = []
+    for index, call in enumerate(calls):
+        try:
+            args, kwargs = call
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"delay_many(): item {index} must be an (args, kwargs) pair, got {call!r}."
+            ) from None
+        prepared.append(prepare(task_name, args, kwargs, **options))
+    using = router.db_for_write(MessageLog)
+    MessageLog.objects.using(using).bulk_create([p.log for p in prepared], batch_size=500)
+    if transaction.get_connection(using).in_atomic_block:
+        transaction.on_commit(partial(_publish_all, prepared), using=using)
+    else:
+        _publish_all(prepared)
+    return [p.log for p in prepared]
+
+
+def _publish_all(prepared: list[Prepared]) -> None:
+    for index, item in enumerate(prepared):
+        try:
+            item.publish()
+        except BrokerError as exc:
+            start = index
+            if isinstance(exc, PublishUncertain):
+                _keep_in_outbox(item, exc)
+                start = index + 1
+            reason = f"{NOT_PUBLISHED_PREFIX}{exc}"
+            pks = [p.log.pk for p in prepared[start:]]
+            MessageLog.objects.filter(pk__in=pks).mark_failed(
+                exception=reason, from_statuses=(MessageLog.PUBLISHED,)
+            )
+            raise
 
 
 # ------------------------------------------------------------------ the outbox

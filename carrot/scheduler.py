@@ -377,12 +377,9 @@ class Scheduler:
         return min(max((soonest - now).total_seconds(), 0.01), self.max_sleep)
 
     def run_once(self) -> float:
-        """Publish what is due and sweep the outbox; return the seconds to sleep."""
-        from carrot.publisher import sweep_outbox
-
+        """Publish what is due; return the seconds to sleep."""
         now = self.clock()
         self.publish_due(now)
-        sweep_outbox(now)
         return self.seconds_until_next(self.clock())
 
     def run(self, *, sync: bool = True) -> None:

@@ -49,6 +49,12 @@ class Task:
         """Publish a call with these arguments; return its MessageLog (PUBLISHED)."""
         return self.apply_async(args=args, kwargs=kwargs)
 
+    def delay_many(
+        self, calls: Any, *, queue: str | None = None, priority: int | None = None
+    ) -> list[MessageLog]:
+        """Publish many calls at once; ``calls`` yields ``(args, kwargs)`` pairs."""
+        return _delay_many(self, calls, queue=queue, priority=priority)
+
     def apply_async(
         self,
         args: list[Any] | tuple[Any, ...] | None = None,
@@ -75,6 +81,20 @@ class Task:
             who=f"{self.func.__name__}.apply_async()",
             eta=resolve_eta(countdown, eta),
         )
+
+
+def _delay_many(
+    task: Task, calls: Any, *, queue: str | None = None, priority: int | None = None
+) -> list[MessageLog]:
+    from carrot.publisher import enqueue_many
+
+    return enqueue_many(
+        task.name,
+        calls,
+        queue=queue or task.queue,
+        priority=task.priority if priority is None else priority,
+        who=f"{task.func.__name__}.delay_many()",
+    )
 
 
 def resolve_eta(countdown: Any, eta: Any) -> datetime | None:

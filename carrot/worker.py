@@ -255,6 +255,34 @@ class QueueConsumer(DeliveryHandling):
         self._start_task_thread()
 
 
+class OutboxSweeper(threading.Thread):
+    """Publish outbox rows whose first publish was uncertain or never happened.
+
+    Every worker process runs one; entries are leased, so several never collide.
+    """
+
+    EVERY = 5.0
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__(name="outbox-sweeper", daemon=True)
+        self.logger = logger
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        from django.db import DatabaseError
+
+        from carrot.exceptions import BrokerError
+        from carrot.publisher import sweep_outbox
+
+        while not self.stop_event.wait(self.EVERY):
+            close_old_connections()
+            try:
+                sweep_outbox()
+            except (DatabaseError, BrokerError) as exc:
+                self.logger.warning("Outbox sweep failed (%s); trying again", exc)
+        close_old_connections()
+
+
 def _as_broker(host: Any) -> BrokerConfig | None:
     if host is None or isinstance(host, BrokerConfig):
         return host
@@ -287,6 +315,7 @@ class Worker:
         self._scheduler_thread: threading.Thread | None = None
         self.consumers: list[QueueConsumer] = []
         self.heartbeat: Any = None
+        self.sweeper: OutboxSweeper | None = None
         self._stop = threading.Event()
         self._signals = 0
 
@@ -327,6 +356,8 @@ class Worker:
         )
         self.heartbeat.beat()
         self.heartbeat.start()
+        self.sweeper = OutboxSweeper(self.logger)
+        self.sweeper.start()
         for queue in self.queues:
             consumer = self._consumer(queue)
             consumer.start_consuming()
@@ -374,6 +405,8 @@ class Worker:
                 exit_code = 1
         if self._scheduler_thread is not None:
             self._scheduler_thread.join(max(1.0, deadline - time.monotonic()))
+        if self.sweeper is not None:
+            self.sweeper.stop_event.set()
         if self.heartbeat is not None:
             self.heartbeat.stop()
         self.logger.info("Worker stopped")

@@ -240,3 +240,38 @@ def test_rows_without_a_routing_key_are_requeued_to_their_queue(broker):
     assert row.routing_key == ""
     row.requeue()
     assert broker.count("other") == 1
+
+
+def test_an_uncertain_publish_returns_and_stays_in_the_outbox(broker, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from carrot.exceptions import PublishUncertain
+    from carrot.models import OutboxEntry
+    from carrot.publisher import OUTBOX_GRACE, Prepared, sweep_outbox
+
+    def broken(self):
+        raise PublishUncertain("the connection broke before the confirm")
+
+    monkeypatch.setattr(Prepared, "publish", broken)
+    log = add.delay(1, 2)  # no exception: the outbox guarantees it
+    monkeypatch.undo()
+    row = MessageLog.objects.get(pk=log.pk)
+    assert row.status == "PUBLISHED"
+    assert "broke before the confirm" in OutboxEntry.objects.get(pk=log.pk).last_error
+    assert broker.count("default") == 0
+    assert sweep_outbox(timezone.now() + OUTBOX_GRACE + timedelta(seconds=1)) == 1
+    assert broker.count("default") == 1
+    assert not OutboxEntry.objects.exists()
+
+
+def test_delay_many_publishes_every_call_and_validates_them_first(broker):
+    logs = add.delay_many([((i, i), {}) for i in range(20)])
+    assert len(logs) == 20 and MessageLog.objects.count() == 20
+    assert broker.count("default") == 20
+    with pytest.raises(TypeError, match="item 1 must be an"):
+        add.delay_many([((1, 1), {}), (1, 2, 3)])
+    with pytest.raises(TypeError, match="not JSON-serialisable"):
+        add.delay_many([((1, 1), {}), ((object(), 1), {})])
+    assert MessageLog.objects.count() == 20  # nothing written for the refused batches
