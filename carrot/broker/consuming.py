@@ -1,0 +1,215 @@
+"""Consuming: one connection per queue, used from its own I/O thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pika.exceptions as pex
+
+from carrot.broker.connection import _describe, connect, declare_queue, unavailable
+from carrot.conf import CarrotConfig, QueueConfig
+from carrot.exceptions import BrokerUnavailable, QueueMismatch
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message handed to a consumer, without pika types.
+
+    The attribute names follow pika's BasicProperties, so seed-style hooks that read
+    ``properties.message_id`` or ``properties.type`` keep working.
+    """
+
+    tag: int
+    generation: int
+    queue: str
+    redelivered: bool
+    body: bytes
+    message_id: str | None
+    type: str | None
+    content_type: str | None
+    app_id: str | None
+    priority: int | None
+    headers: dict[str, Any]
+    timestamp: int | None = None  # seconds since the epoch, set by the publisher
+
+    @property
+    def task(self) -> str | None:
+        return self.type
+
+
+class ConsumerChannel:
+    """One consumer connection on one queue; used only from its own I/O thread.
+
+    ``ack``/``reject`` may be called from any thread: they are handed to the I/O thread.
+    Each (re)connection is a new *generation*; an ack for a delivery of an older
+    generation is dropped, because its tag means nothing (or something else) on the new
+    channel and acking it would close the channel. That message is redelivered instead.
+    """
+
+    def __init__(
+        self,
+        queue: QueueConfig,
+        config: CarrotConfig,
+        on_delivery: Callable[[Delivery], None],
+        *,
+        prefetch: int,
+        name: str,
+    ) -> None:
+        self.queue = queue
+        self.config = config
+        self.on_delivery = on_delivery
+        self.prefetch = prefetch
+        self.name = name
+        self.generation = 0
+        self._connection: Any = None
+        self._channel: Any = None
+        self._consumer_tag: str | None = None
+        self._cancelled_by_broker = False
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return bool(
+            self._connection is not None and self._connection.is_open and self._channel.is_open
+        )
+
+    def open(self) -> None:
+        """Connect, declare the queues, set the prefetch and start consuming."""
+        connection = connect(
+            self.queue.broker,
+            self.config,
+            heartbeat=self.config.heartbeat,
+            name=self.name,
+            doing=f"consume from {self.queue.name!r}",
+        )
+        try:
+            channel = connection.channel()
+            declare_queue(channel, self.queue)
+            channel.basic_qos(prefetch_count=self.prefetch)
+            channel.add_on_cancel_callback(self._on_cancel)
+            with self._lock:
+                self.generation += 1
+                self._connection, self._channel = connection, channel
+                self._cancelled_by_broker = False
+            self._consumer_tag = channel.basic_consume(
+                self.queue.name, self._on_message, auto_ack=False
+            )
+        except QueueMismatch:
+            connection.close()
+            raise
+        except (pex.AMQPError, OSError) as exc:
+            try:
+                connection.close()
+            except (pex.AMQPError, OSError):
+                pass
+            raise unavailable(self.queue.broker, exc, f"consume from {self.queue.name!r}") from exc
+
+    def _on_cancel(self, _frame: Any) -> None:
+        self._cancelled_by_broker = True
+
+    def _on_message(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        delivery = Delivery(
+            tag=method.delivery_tag,
+            generation=self.generation,
+            queue=self.queue.name,
+            redelivered=bool(method.redelivered),
+            body=body,
+            message_id=properties.message_id,
+            type=properties.type,
+            content_type=properties.content_type,
+            app_id=properties.app_id,
+            priority=properties.priority,
+            headers=dict(properties.headers or {}),
+            timestamp=properties.timestamp,
+        )
+        self.on_delivery(delivery)
+
+    def process(self, time_limit: float) -> None:
+        """Run I/O (deliveries, heartbeats, acks) for up to ``time_limit`` seconds.
+
+        Raises BrokerUnavailable when the connection or channel is gone, or the broker
+        cancelled the consumer: a consumer never idles on a dead channel.
+        """
+        try:
+            self._connection.process_data_events(time_limit=time_limit)
+        except (pex.AMQPError, OSError) as exc:
+            raise unavailable(self.queue.broker, exc, f"consume from {self.queue.name!r}") from exc
+        if not self._channel.is_open:
+            reason = getattr(self._channel, "_closing_reason", None)
+            raise BrokerUnavailable(
+                f"The channel consuming {self.queue.name!r} was closed"
+                + (f": {_describe(reason)}" if reason else "")
+            )
+        if self._cancelled_by_broker:
+            raise BrokerUnavailable(
+                f"RabbitMQ cancelled the consumer of {self.queue.name!r} (was the queue deleted?)"
+            )
+
+    def _settle(self, generation: int, tag: int, action: str) -> None:
+        # Runs on the I/O thread.
+        if generation != self.generation or not self.is_open:
+            logger.info(
+                "Dropping the %s of a delivery from a previous connection to %r; the broker "
+                "will redeliver it",
+                action,
+                self.queue.name,
+            )
+            return
+        if action == "ack":
+            self._channel.basic_ack(tag)
+        elif action == "requeue":
+            self._channel.basic_nack(tag, requeue=True)
+        else:
+            self._channel.basic_reject(tag, requeue=False)
+
+    def _threadsafe(self, delivery: Delivery, action: str) -> None:
+        with self._lock:
+            connection = self._connection
+            if delivery.generation != self.generation or connection is None:
+                return
+        try:
+            connection.add_callback_threadsafe(
+                partial(self._settle, delivery.generation, delivery.tag, action)
+            )
+        except (pex.AMQPError, AttributeError):
+            # The connection is closed: the broker requeues the message by itself.
+            pass
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge a delivery (thread-safe)."""
+        self._threadsafe(delivery, "ack")
+
+    def requeue(self, delivery: Delivery) -> None:
+        """Return a delivery to the queue (thread-safe)."""
+        self._threadsafe(delivery, "requeue")
+
+    def dead_letter(self, delivery: Delivery) -> None:
+        """Reject a delivery without requeue, so it lands in the dead-letter queue."""
+        self._threadsafe(delivery, "reject")
+
+    def cancel(self) -> None:
+        """Stop receiving new deliveries; prefetched ones go back to the queue (I/O thread)."""
+        if self._consumer_tag and self.is_open:
+            try:
+                self._channel.basic_cancel(self._consumer_tag)
+            except (pex.AMQPError, OSError):
+                pass
+        self._consumer_tag = None
+
+    def close(self) -> None:
+        """Close the connection (I/O thread); unacked deliveries are requeued by the broker."""
+        with self._lock:
+            connection, self._connection = self._connection, None
+            self.generation += 1
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except (pex.AMQPError, OSError):
+                pass
