@@ -1,20 +1,17 @@
-"""Tracked publishing: write the MessageLog row first, then publish after commit.
+"""Tracked publishing: the MessageLog row is committed before its message is published.
 
-Two ways a row reaches the broker:
-
-- ``enqueue()`` (``delay()``): publish after commit and wait for the confirm; a failure
-  raises in the caller and marks the row FAILED.
-- The outbox: the row is written with an ``OutboxEntry`` in one transaction (the
-  scheduler does this when it claims a tick); after commit it is published and the
-  entry deleted. An entry left behind (process died, broker down) is published by
-  ``sweep_outbox()``, so the row's fate never depends on one process surviving.
+- ``enqueue()`` (``delay()``) and ``enqueue_many()`` write each row with an outbox entry
+  in one transaction and, once it commits, hand the message to this process's relay,
+  which publishes with pipelined confirms (see ``carrot.outbox``). If the relay knows the
+  broker is unreachable or blocked, the call raises and the row is FAILED instead.
+- ``requeue()`` and messages for a custom exchange publish synchronously and wait for the
+  confirm, so the caller learns at once if RabbitMQ refuses them.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -32,16 +29,13 @@ from carrot.exceptions import (
 )
 from carrot.messages import ETA_HEADER, encode_body, normalise_arguments
 from carrot.models import MessageLog, OutboxEntry
+from carrot.outbox import NOT_PUBLISHED_PREFIX, outgoing, relays
 from carrot.registry import registry
 
 logger = logging.getLogger(__name__)
 
 # MessageLog.exception of a row the worker refused before running anything.
 REJECTED_PREFIX = "Message rejected: "
-NOT_PUBLISHED_PREFIX = "Not published: "
-# An outbox entry younger than this may still be published by the process that wrote it.
-OUTBOX_GRACE = timedelta(seconds=30)
-OUTBOX_LEASE = timedelta(seconds=60)
 
 
 def _check_priority(priority: Any, queue: QueueConfig) -> int:
@@ -160,16 +154,59 @@ def _publish_after_commit(prepared: Prepared, using: str) -> None:
         _publish_or_fail(prepared)
 
 
+def _hand_over(items: list[Prepared]) -> None:
+    """Give committed outbox rows to the relay; if it cannot publish, fail them and raise."""
+    first = items[0]
+    relay = relays.get(first.queue, first.config)
+    try:
+        relay.ensure_ready(first.config.connect_timeout)
+    except BrokerError as exc:
+        reason = f"{NOT_PUBLISHED_PREFIX}{exc}"
+        ids = [p.log.pk for p in items]
+        MessageLog.objects.filter(pk__in=ids).mark_failed(
+            exception=reason, from_statuses=(MessageLog.PUBLISHED,)
+        )
+        OutboxEntry.objects.filter(pk__in=ids).delete()
+        for p in items:
+            p.log.status, p.log.exception = MessageLog.FAILED, reason
+        raise
+    relay.submit([outgoing(p) for p in items])
+
+
+def _save_and_hand_over(items: list[Prepared]) -> None:
+    using = router.db_for_write(MessageLog)
+    in_atomic = transaction.get_connection(using).in_atomic_block
+    with transaction.atomic(using=using):
+        if len(items) == 1:
+            items[0].log.save(using=using, force_insert=True)
+        else:
+            MessageLog.objects.using(using).bulk_create([p.log for p in items], batch_size=500)
+        OutboxEntry.objects.using(using).bulk_create(
+            [OutboxEntry(message=p.log) for p in items], batch_size=1000
+        )
+    if in_atomic:
+        # Handed over when the caller's transaction commits; a rollback takes the rows
+        # and their outbox entries with it, so nothing is published.
+        transaction.on_commit(partial(_hand_over, items), using=using)
+    else:
+        _hand_over(items)
+
+
 def enqueue(task_name: str, args: Any = None, kwargs: Any = None, **options: Any) -> MessageLog:
     """Record a call of ``task_name`` and publish it; return the MessageLog.
 
     Takes ``prepare()``'s options. Raises what ``prepare()`` raises, and BrokerError when
-    the broker does not take the message (the row is then FAILED with the reason).
+    the broker cannot take the message now (the row is then FAILED with the reason).
     """
     prepared = prepare(task_name, args, kwargs, **options)
-    using = router.db_for_write(MessageLog)
-    prepared.log.save(using=using, force_insert=True)
-    _publish_after_commit(prepared, using)
+    if prepared.log.exchange:
+        # A custom exchange may not route the message: publish now and wait for the
+        # confirm, so an unroutable message raises in the caller.
+        using = router.db_for_write(MessageLog)
+        prepared.log.save(using=using, force_insert=True)
+        _publish_after_commit(prepared, using)
+    else:
+        _save_and_hand_over([prepared])
     return prepared.log
 
 
@@ -177,7 +214,7 @@ def enqueue_many(task_name: str, calls: Any, **options: Any) -> list[MessageLog]
     """Record many calls of one task in bulk and publish them; return their MessageLogs.
 
     ``calls`` yields ``(args, kwargs)`` pairs. Every call is validated before anything is
-    written. Inside a transaction the messages are published after the commit.
+    written; rows and outbox entries are inserted in one transaction.
     """
     prepared = []
     for index, call in enumerate(calls):
@@ -188,96 +225,9 @@ def enqueue_many(task_name: str, calls: Any, **options: Any) -> list[MessageLog]
                 f"delay_many(): item {index} must be an (args, kwargs) pair, got {call!r}."
             ) from None
         prepared.append(prepare(task_name, args, kwargs, **options))
-    using = router.db_for_write(MessageLog)
-    MessageLog.objects.using(using).bulk_create([p.log for p in prepared], batch_size=500)
-    if transaction.get_connection(using).in_atomic_block:
-        transaction.on_commit(partial(_publish_all, prepared), using=using)
-    else:
-        _publish_all(prepared)
+    if prepared:
+        _save_and_hand_over(prepared)
     return [p.log for p in prepared]
-
-
-def _publish_all(prepared: list[Prepared]) -> None:
-    for index, item in enumerate(prepared):
-        try:
-            item.publish()
-        except BrokerError as exc:
-            start = index
-            if isinstance(exc, PublishUncertain):
-                _keep_in_outbox(item, exc)
-                start = index + 1
-            reason = f"{NOT_PUBLISHED_PREFIX}{exc}"
-            pks = [p.log.pk for p in prepared[start:]]
-            MessageLog.objects.filter(pk__in=pks).mark_failed(
-                exception=reason, from_statuses=(MessageLog.PUBLISHED,)
-            )
-            raise
-
-
-# ------------------------------------------------------------------ the outbox
-
-
-def save_with_outbox(prepared: Prepared) -> None:
-    """Save the row with an outbox entry; call inside the transaction that decides it."""
-    prepared.log.save(force_insert=True)
-    OutboxEntry.objects.create(message=prepared.log)
-
-
-def publish_outboxed(prepared: Prepared) -> bool:
-    """Publish a committed outbox row and drop its entry; on failure leave it for the sweeper."""
-    try:
-        prepared.publish()
-    except BrokerError as exc:
-        logger.warning(
-            "Could not publish %s %s yet (%s); the outbox sweeper will retry",
-            prepared.log.task,
-            prepared.log.uuid,
-            exc,
-        )
-        OutboxEntry.objects.filter(pk=prepared.log.pk).update(last_error=str(exc)[:2000])
-        return False
-    OutboxEntry.objects.filter(pk=prepared.log.pk).delete()
-    return True
-
-
-def sweep_outbox(now: datetime | None = None, *, limit: int = 100) -> int:
-    """Publish outbox entries older than the grace period; return how many were sent.
-
-    Each entry is leased with a conditional UPDATE first, so several sweepers (one per
-    worker host) never publish the same entry at the same time.
-    """
-    now = now or timezone.now()
-    config = get_config()
-    sent = 0
-    candidates = (
-        OutboxEntry.objects.filter(created_at__lte=now - OUTBOX_GRACE)
-        .exclude(lease_until__gt=now)
-        .select_related("message")
-        .order_by("created_at")[:limit]
-    )
-    for entry in candidates:
-        leased = OutboxEntry.objects.filter(pk=entry.pk, lease_until=entry.lease_until).update(
-            lease_until=now + OUTBOX_LEASE, attempts=entry.attempts + 1
-        )
-        if not leased:
-            continue
-        log = entry.message
-        if log.status != MessageLog.PUBLISHED:
-            entry.delete()  # already consumed (the first publish did go through)
-            continue
-        try:
-            queue = config.queue(log.queue)
-            body = encode_body(log.positionals, log.keywords, max_bytes=config.max_message_bytes)
-        except CarrotError as exc:
-            MessageLog.objects.filter(pk=log.pk).mark_failed(
-                exception=f"{NOT_PUBLISHED_PREFIX}{exc}", from_statuses=(MessageLog.PUBLISHED,)
-            )
-            entry.delete()
-            continue
-        if publish_outboxed(Prepared(log, body, queue, config)):
-            sent += 1
-            logger.info("Outbox: published %s %s", log.task, log.uuid)
-    return sent
 
 
 # ------------------------------------------------------------------ requeue

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from carrot.conf import get_config
 from carrot.models import MessageLog, ScheduledTask
-from carrot.publisher import enqueue, prepare, publish_outboxed, save_with_outbox
+from carrot.outbox import publish_outboxed, save_with_outbox
+from carrot.publisher import enqueue, prepare
 from carrot.registry import registry
 from carrot.scheduler import Cadence, Declaration, next_run
 

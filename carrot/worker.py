@@ -272,7 +272,7 @@ class OutboxSweeper(threading.Thread):
         from django.db import DatabaseError
 
         from carrot.exceptions import BrokerError
-        from carrot.publisher import sweep_outbox
+        from carrot.outbox import sweep_outbox
 
         while not self.stop_event.wait(self.EVERY):
             close_old_connections()

@@ -38,7 +38,9 @@ def rabbit_vhost() -> Iterator[str]:
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     yield vhost
     from carrot.broker import publisher
+    from carrot.outbox import relays
 
+    relays.stop_all(2)
     publisher.close()
     rabbitmqctl("delete_vhost", vhost, check=False)
 

@@ -158,7 +158,13 @@ class BrokerClient:
         self._connection = None
 
     def count(self, queue: str) -> int:
-        """Return the number of ready messages in ``queue`` (0 if it does not exist)."""
+        """Return the number of ready messages in ``queue`` (0 if it does not exist).
+
+        This process's relay is flushed first: what delay() handed over is counted.
+        """
+        from carrot.outbox import flush
+
+        flush(10)
         try:
             return self.channel.queue_declare(queue, passive=True).method.message_count
         except pika.exceptions.ChannelClosedByBroker:
@@ -171,6 +177,9 @@ class BrokerClient:
             return 0
 
     def purge(self, *queues: str) -> None:
+        from carrot.outbox import flush
+
+        flush(10)  # what delay() handed over arrives first, then it is purged
         for queue in queues:
             try:
                 self.channel.queue_purge(queue)
@@ -182,6 +191,9 @@ class BrokerClient:
             self.channel.queue_delete(queue)
 
     def get(self, queue: str) -> tuple[Any, bytes] | None:
+        from carrot.outbox import flush
+
+        flush(10)
         method, properties, body = self.channel.basic_get(queue, auto_ack=True)
         return None if method is None else (properties, body)
 

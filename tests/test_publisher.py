@@ -53,7 +53,7 @@ def test_inside_a_transaction_publishing_waits_for_commit(broker):
     with transaction.atomic():
         log = add.delay(1, 1)
         time.sleep(0.2)
-        assert broker.count("default") == 0
+        assert broker.count("default") == 0  # count() flushed the relay: nothing was handed
     assert MessageLog.objects.filter(uuid=log.uuid).exists()
     assert broker.count("default") == 1
 
@@ -86,15 +86,42 @@ def test_broker_down_inside_atomic_raises_at_commit_and_keeps_the_row():
     assert MessageLog.objects.get().status == "FAILED"
 
 
-def test_one_connection_per_thread_is_reused(broker):
-    add.delay(1, 1)
+def test_delay_hands_over_to_one_relay_per_broker_and_clears_the_outbox(broker):
+    from carrot.models import OutboxEntry
+    from carrot.outbox import flush, relays
+
+    logs = [add.delay(1, i) for i in range(50)]
+    broker_config = get_config().default_broker
+    assert len([r for r in relays.all() if r.broker == broker_config]) == 1
+    assert flush(10)
+    assert not OutboxEntry.objects.exists()  # every confirm deleted its entry
+    assert broker.count("default") == 50
+    assert {str(log.uuid) for log in logs} == {
+        broker.get("default")[0].message_id for _ in range(50)
+    }
+
+
+def publish_raw(queue_name="default"):
+    config = get_config()
+    publisher.publish(
+        config.queue(queue_name),
+        config,
+        body=b'{"args": [], "kwargs": {}}',
+        message_id=str(uuid.uuid4()),
+        task="tests.testapp.tasks.add",
+        priority=0,
+    )
+
+
+def test_the_synchronous_publisher_reuses_one_connection_per_thread(broker):
+    publish_raw()
     state = next(iter(publisher._states().values()))
-    add.delay(1, 2)
+    publish_raw()
     assert next(iter(publisher._states().values())) is state
     seen = []
 
     def other_thread():
-        add.delay(1, 3)
+        publish_raw()
         seen.append(next(iter(publisher._states().values())))
         publisher.close()
 
@@ -106,10 +133,10 @@ def test_one_connection_per_thread_is_reused(broker):
 
 
 def test_a_dead_reused_connection_is_replaced_transparently(broker):
-    add.delay(1, 1)
+    publish_raw()
     state = next(iter(publisher._states().values()))
     state.connection.close()
-    add.delay(1, 2)
+    publish_raw()
     assert broker.count("default") == 2
 
 
@@ -242,24 +269,28 @@ def test_rows_without_a_routing_key_are_requeued_to_their_queue(broker):
     assert broker.count("other") == 1
 
 
-def test_an_uncertain_publish_returns_and_stays_in_the_outbox(broker, monkeypatch):
+def test_an_uncertain_synchronous_publish_returns_and_stays_in_the_outbox(broker, monkeypatch):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from carrot.exceptions import PublishUncertain
     from carrot.models import OutboxEntry
-    from carrot.publisher import OUTBOX_GRACE, Prepared, sweep_outbox
+    from carrot.outbox import OUTBOX_GRACE, sweep_outbox
+    from carrot.publisher import Prepared
+
+    row = MessageLog.objects.create(
+        task="tests.testapp.tasks.add", status="FAILED", task_args=[1, 2]
+    )
 
     def broken(self):
         raise PublishUncertain("the connection broke before the confirm")
 
     monkeypatch.setattr(Prepared, "publish", broken)
-    log = add.delay(1, 2)  # no exception: the outbox guarantees it
+    row.requeue()  # no exception: the outbox guarantees it
     monkeypatch.undo()
-    row = MessageLog.objects.get(pk=log.pk)
-    assert row.status == "PUBLISHED"
-    assert "broke before the confirm" in OutboxEntry.objects.get(pk=log.pk).last_error
+    assert MessageLog.objects.get(pk=row.pk).status == "PUBLISHED"
+    assert "broke before the confirm" in OutboxEntry.objects.get(pk=row.pk).last_error
     assert broker.count("default") == 0
     assert sweep_outbox(timezone.now() + OUTBOX_GRACE + timedelta(seconds=1)) == 1
     assert broker.count("default") == 1

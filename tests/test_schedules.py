@@ -17,7 +17,7 @@ from carrot import InvalidTask, periodic, task
 from carrot.exceptions import TaskNotRegistered
 from carrot.helper_tasks import cleanup
 from carrot.models import MessageLog, OutboxEntry, ScheduledTask
-from carrot.publisher import OUTBOX_GRACE, sweep_outbox
+from carrot.outbox import OUTBOX_GRACE, sweep_outbox
 from carrot.registry import registry
 from carrot.scheduler import Cadence, Declaration, Scheduler
 from carrot.schedules import (

@@ -35,6 +35,9 @@ def _describe(exc: BaseException) -> str:
     inner = getattr(exc, "exception", None)  # pika's connector errors wrap the socket error
     if isinstance(inner, BaseException):
         return _describe(inner)
+    attempts = getattr(exc, "exceptions", None)  # AMQPConnectionWorkflowFailed
+    if attempts and isinstance(attempts[-1], BaseException):
+        return _describe(attempts[-1])
     if isinstance(exc, pex.AMQPConnectionError) and exc.args:
         inner = exc.args[0]
         if isinstance(inner, BaseException):

@@ -1,0 +1,249 @@
+"""The outbox: MessageLog rows that are committed but whose publish is not confirmed yet.
+
+A row is written together with its ``OutboxEntry`` in one transaction (``delay()`` and
+the scheduler do this). The relay publishes it and the entry is deleted when RabbitMQ
+confirms; the row is marked FAILED if RabbitMQ refuses it. An entry left behind (the
+process died, the broker was down, the connection broke before the confirm) is
+published by ``sweep_outbox()``, which every worker runs, so a committed task's fate
+never depends on the process that wrote it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue as queuelib
+import threading
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
+
+from carrot.broker.relay import Outgoing, Relay
+from carrot.conf import CarrotConfig, QueueConfig, get_config
+from carrot.exceptions import BrokerError, CarrotError
+from carrot.messages import ETA_HEADER, encode_body
+from carrot.models import MessageLog, OutboxEntry
+
+if TYPE_CHECKING:
+    from carrot.publisher import Prepared
+
+logger = logging.getLogger(__name__)
+
+NOT_PUBLISHED_PREFIX = "Not published: "
+# An entry younger than this may still be published by the process that wrote it.
+OUTBOX_GRACE = timedelta(seconds=30)
+OUTBOX_LEASE = timedelta(seconds=60)
+
+
+class _Cleaner:
+    """Apply relay confirms to the database in batches, from a thread of its own."""
+
+    BATCH = 1000
+
+    def __init__(self) -> None:
+        self._queue: queuelib.SimpleQueue[tuple[str, Any]] = queuelib.SimpleQueue()
+        self._idle = threading.Condition()
+        self._outstanding = 0
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="carrot-outbox", daemon=True)
+                self._thread.start()
+
+    def confirmed(self, ids: list[int]) -> None:
+        self._put(("confirmed", ids))
+
+    def refused(self, items: list[tuple[int, str]]) -> None:
+        self._put(("refused", items))
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        with self._idle:
+            self._outstanding += 1
+        self._ensure()
+        self._queue.put(item)
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: self._outstanding == 0, timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queuelib.Empty:
+                    break
+            confirmed = [i for kind, ids in batch if kind == "confirmed" for i in ids]
+            refused = [r for kind, items in batch if kind == "refused" for r in items]
+            try:
+                close_old_connections()
+                if confirmed:
+                    OutboxEntry.objects.filter(pk__in=confirmed).delete()
+                for log_id, reason in refused:
+                    logger.error("Task %s was not published: %s", log_id, reason)
+                    MessageLog.objects.filter(pk=log_id).mark_failed(
+                        exception=f"{NOT_PUBLISHED_PREFIX}{reason}",
+                        from_statuses=(MessageLog.PUBLISHED,),
+                    )
+                    OutboxEntry.objects.filter(pk=log_id).delete()
+            except DatabaseError as exc:
+                # The entries stay; the sweeper republishes them and workers skip a copy
+                # whose task already ran.
+                logger.warning("Could not clear %d outbox entries: %s", len(confirmed), exc)
+            with self._idle:
+                self._outstanding -= len(batch)
+                self._idle.notify_all()
+
+
+class _Relays:
+    """One relay per broker for this process (reset in a forked child)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._relays: dict[Any, Relay] = {}
+        self.cleaner = _Cleaner()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._relays = {}
+        self.cleaner = _Cleaner()
+
+    def get(self, queue: QueueConfig, config: CarrotConfig) -> Relay:
+        broker = queue.broker
+        with self._lock:
+            relay = self._relays.get(broker.key)
+            if relay is None or relay.config is not config:
+                if relay is not None:
+                    relay.stop(0.1)
+                relay = self._relays[broker.key] = Relay(
+                    broker,
+                    config,
+                    on_confirmed=self.cleaner.confirmed,
+                    on_refused=self.cleaner.refused,
+                )
+            return relay
+
+    def all(self) -> list[Relay]:
+        with self._lock:
+            return list(self._relays.values())
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        """Stop every relay after publishing what it holds (tests, shutdown)."""
+        for relay in self.all():
+            relay.flush(timeout)
+            relay.stop(timeout)
+        with self._lock:
+            self._relays = {}
+
+
+relays = _Relays()
+
+
+def outgoing(prepared: Prepared) -> Outgoing:
+    """Return the relay message for a saved row."""
+    log = prepared.log
+    delay, headers = None, None
+    if log.eta is not None:
+        delay = (log.eta - timezone.now()).total_seconds()
+        headers = {ETA_HEADER: int(log.eta.timestamp() * 1000)}
+    assert log.pk is not None
+    return Outgoing(
+        log_id=log.pk,
+        message_id=str(log.uuid),
+        task=log.task,
+        body=prepared.body,
+        priority=log.priority,
+        queue=prepared.queue,
+        headers=headers,
+        delay=delay,
+    )
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Wait until this process's relays have published everything and the outbox is tidy."""
+    ok = all(relay.flush(timeout) for relay in relays.all())
+    return relays.cleaner.wait_idle(timeout) and ok
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A script that calls delay() and exits would otherwise leave its last messages to
+    # the sweeper (published 30 s later by a worker).
+    if relays.all():
+        flush(5.0)
+
+
+# ------------------------------------------------------------------ synchronous paths
+
+
+def save_with_outbox(prepared: Prepared) -> None:
+    """Save the row with an outbox entry; call inside the transaction that decides it."""
+    prepared.log.save(force_insert=True)
+    OutboxEntry.objects.create(message=prepared.log)
+
+
+def publish_outboxed(prepared: Prepared) -> bool:
+    """Publish a committed outbox row and drop its entry; on failure leave it for the sweeper."""
+    try:
+        prepared.publish()
+    except BrokerError as exc:
+        logger.warning(
+            "Could not publish %s %s yet (%s); the outbox sweeper will retry",
+            prepared.log.task,
+            prepared.log.uuid,
+            exc,
+        )
+        OutboxEntry.objects.filter(pk=prepared.log.pk).update(last_error=str(exc)[:2000])
+        return False
+    OutboxEntry.objects.filter(pk=prepared.log.pk).delete()
+    return True
+
+
+def sweep_outbox(now: datetime | None = None, *, limit: int = 100) -> int:
+    """Publish outbox entries older than the grace period; return how many were sent.
+
+    Each entry is leased with a conditional UPDATE first, so several sweepers (one per
+    worker host) never publish the same entry at the same time.
+    """
+    from carrot.publisher import Prepared
+
+    now = now or timezone.now()
+    config = get_config()
+    sent = 0
+    candidates = (
+        OutboxEntry.objects.filter(created_at__lte=now - OUTBOX_GRACE)
+        .exclude(lease_until__gt=now)
+        .select_related("message")
+        .order_by("created_at")[:limit]
+    )
+    for entry in candidates:
+        leased = OutboxEntry.objects.filter(pk=entry.pk, lease_until=entry.lease_until).update(
+            lease_until=now + OUTBOX_LEASE, attempts=entry.attempts + 1
+        )
+        if not leased:
+            continue
+        log = entry.message
+        if log.status != MessageLog.PUBLISHED:
+            entry.delete()  # already consumed (the first publish did go through)
+            continue
+        try:
+            queue = config.queue(log.queue)
+            body = encode_body(log.positionals, log.keywords, max_bytes=config.max_message_bytes)
+        except CarrotError as exc:
+            MessageLog.objects.filter(pk=log.pk).mark_failed(
+                exception=f"{NOT_PUBLISHED_PREFIX}{exc}", from_statuses=(MessageLog.PUBLISHED,)
+            )
+            entry.delete()
+            continue
+        if publish_outboxed(Prepared(log, body, queue, config)):
+            sent += 1
+            logger.info("Outbox: published %s %s", log.task, log.uuid)
+    return sent
