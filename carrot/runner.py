@@ -33,6 +33,14 @@ class Outcome:
     duration: float = 0.0
 
 
+def user_traceback(exc: BaseException) -> str:
+    """Format a task's traceback from the task's own code (carrot's frames left out)."""
+    summary = tb.TracebackException.from_exception(exc)
+    while len(summary.stack) > 1 and summary.stack[0].filename == __file__:
+        del summary.stack[0]
+    return "".join(summary.format())
+
+
 def describe_exception(exc: BaseException) -> str:
     """Return ``ExceptionType: message`` for the MessageLog."""
     text = str(exc)
@@ -89,7 +97,7 @@ def run_task(
             # The limit's exception may land just after the call returned, inside _call;
             # it is caught here all the same.
             result = _call(task, args, kwargs)
-        except TimeLimitExceeded:
+        except TimeLimitExceeded as exc:
             message = (
                 f"TimeLimitExceeded: {task.name} ran longer than its time limit of "
                 f"{task.time_limit:g}s"
@@ -97,14 +105,14 @@ def run_task(
             outcome = Outcome(
                 succeeded=False,
                 exception=message,
-                traceback=tb.format_exc(),
+                traceback=user_traceback(exc),
                 error=TimeLimitExceeded(message),
             )
         except (Exception, SystemExit) as exc:  # a task's sys.exit() must not end the worker
             outcome = Outcome(
                 succeeded=False,
                 exception=describe_exception(exc),
-                traceback=tb.format_exc(),
+                traceback=user_traceback(exc),
                 error=exc,
             )
         else:

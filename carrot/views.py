@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -325,15 +326,15 @@ def task_delete(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
 
 
 @require_POST
-@monitor_view(permission="carrot.change_messagelog")
+@monitor_view
 def bulk_action(request: HttpRequest, slug: str) -> HttpResponse:
     """Requeue or delete the selected rows, or every row matching the current filter."""
     if slug not in STATUSES:
         raise Http404
     action = request.POST.get("action")
-    if action == "delete" and not may(request, "carrot.delete_messagelog"):
-        notify(request, "You need the 'carrot.delete_messagelog' permission to delete.", "error")
-        return _after_action(request, slug)
+    needed = "carrot.delete_messagelog" if action == "delete" else "carrot.change_messagelog"
+    if not may(request, needed):
+        raise PermissionDenied(f"You need the {needed!r} permission for this action.")
     qs: QuerySet[MessageLog] = MessageLog.objects.filter(status=STATUSES[slug])
     # "scope" comes from hx-vals, or from the button's formaction without JavaScript.
     if (request.POST.get("scope") or request.GET.get("scope")) == "filter":

@@ -143,15 +143,17 @@ def test_staff_without_permissions_can_look_but_not_act(client, rows):
             assert client.post(url).status_code == 403, name
     assert client.post(reverse("carrot:schedule_create"), {}).status_code == 403
     assert MessageLog.objects.get(pk=rows["failed"].pk).status == "FAILED"
+    bulk = reverse("carrot:bulk", args=["failed"])
+    selected = {"ids": [str(rows["failed"].uuid)]}
     user.user_permissions.add(Permission.objects.get(codename="change_messagelog"))
-    assert (
-        client.post(
-            reverse("carrot:bulk", args=["failed"]),
-            {"action": "delete", "ids": [str(rows["failed"].uuid)]},
-        ).status_code
-        == 302
-    )
+    assert client.post(bulk, {"action": "delete", **selected}).status_code == 403
     assert MessageLog.objects.filter(pk=rows["failed"].pk).exists()  # delete needs its own perm
+    user.user_permissions.set([Permission.objects.get(codename="delete_messagelog")])
+    user = User.objects.get(pk=user.pk)  # drop the permission cache
+    client.force_login(user)
+    assert client.post(bulk, {"action": "requeue", **selected}).status_code == 403
+    assert client.post(bulk, {"action": "delete", **selected}).status_code == 302
+    assert not MessageLog.objects.filter(pk=rows["failed"].pk).exists()
 
 
 def test_get_on_every_action_is_405_and_changes_nothing(staff, rows):
@@ -600,3 +602,16 @@ def test_pages_load_nothing_from_other_origins(staff, rows):
     for response in pages(staff, rows):
         body = response.content.decode()
         assert "http://" not in body and "https://" not in body, response.wsgi_request.path
+
+
+def test_relative_times_read_naturally():
+    from carrot.templatetags.carrot_monitor import relative
+
+    now = timezone.now()
+    assert relative(now) == "just now"
+    assert relative(now - timedelta(seconds=42)) == "42 s ago"
+    assert relative(now - timedelta(minutes=3, seconds=10)) == "3 min ago"
+    assert relative(now - timedelta(hours=5)) == "5 h ago"
+    assert relative(now - timedelta(days=2)) == "2 d ago"
+    assert relative(now + timedelta(minutes=59, seconds=58)) == "in 60 min"
+    assert relative(None) == ""

@@ -63,6 +63,11 @@ def test_a_failing_task_is_failed_with_exception_traceback_and_log(worker):
     assert log.exception == "ValueError: bad input"
     assert "raise ValueError(message)" in log.traceback
     assert "Traceback (most recent call last)" in log.traceback
+    # It starts at the task's own code, not inside carrot's runner.
+    assert "carrot/runner.py" not in log.traceback
+    assert log.traceback.splitlines()[1].strip().startswith('File "') and (
+        "tests/testapp/tasks.py" in log.traceback.splitlines()[1]
+    )
     assert [r["message"] for r in log.log] == ["about to fail"]
     assert log.failure_time is not None
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django import template
 from django.urls import reverse
+from django.utils import timezone
 
 register = template.Library()
 
@@ -53,6 +54,24 @@ def duration(value: timedelta | None) -> str:
         return f"{minutes} min {secs} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min"
+
+
+@register.filter
+def relative(value: datetime | None) -> str:
+    """Return how long ago (or from now) a time is: "just now", "42 s ago", "in 3 min"."""
+    if value is None:
+        return ""
+    seconds = (value - timezone.now()).total_seconds()
+    future, seconds = seconds > 0, abs(seconds)
+    if seconds < 5:
+        return "just now" if not future else "now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            amount = f"{seconds / size:.0f} {unit}"
+            break
+    else:
+        amount = f"{seconds:.0f} s"
+    return f"in {amount}" if future else f"{amount} ago"
 
 
 @register.filter
