@@ -44,7 +44,15 @@ KNOWN_KEYS = {
     "completed_retention",
     "scheduler",
 }
-QUEUE_KEYS = {"name", "host", "concurrency", "consumable", "consumer_class", "max_priority"}
+QUEUE_KEYS = {
+    "name",
+    "host",
+    "concurrency",
+    "consumable",
+    "consumer_class",
+    "max_priority",
+    "prefetch",
+}
 SCHEDULER_KEYS = {"enabled", "max_sleep", "cleanup_batch_size"}
 
 
@@ -83,6 +91,7 @@ class QueueConfig:
     consumable: bool = True
     consumer_class: str = DEFAULT_CONSUMER_CLASS
     max_priority: int = 10
+    prefetch: int | None = None  # None: the concurrency
 
     @property
     def dead_letter_queue(self) -> str:
@@ -293,6 +302,16 @@ def _parse_queue(
             )
         )
         max_priority = 10
+    prefetch = item.get("prefetch")
+    if prefetch is not None and (not _is_int(prefetch) or prefetch < concurrency):
+        problems.append(
+            Problem(
+                "carrot.E003",
+                f"{where} is misconfigured: expected 'prefetch' to be an integer >= its "
+                f"concurrency ({concurrency}), got {prefetch!r}.",
+            )
+        )
+        prefetch = None
     return QueueConfig(
         name=name,
         broker=broker,
@@ -300,6 +319,7 @@ def _parse_queue(
         consumable=consumable,
         consumer_class=consumer_class,
         max_priority=max_priority,
+        prefetch=prefetch,
     )
 
 

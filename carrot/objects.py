@@ -6,6 +6,7 @@ Prefer ``my_task.delay()``; these keep code written for django-carrot 1.x workin
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -135,14 +136,7 @@ class Message:
     def _queue_config(self) -> QueueConfig:
         queue = get_config().queue(self.queue)
         if self.virtual_host is not None and self.virtual_host.broker != queue.broker:
-            return QueueConfig(
-                name=queue.name,
-                broker=self.virtual_host.broker,
-                concurrency=queue.concurrency,
-                consumable=queue.consumable,
-                consumer_class=queue.consumer_class,
-                max_priority=queue.max_priority,
-            )
+            return replace(queue, broker=self.virtual_host.broker)
         return queue
 
     @property

@@ -29,7 +29,7 @@ from carrot.exceptions import (
 )
 from carrot.messages import ETA_HEADER, encode_body, normalise_arguments
 from carrot.models import MessageLog, OutboxEntry
-from carrot.outbox import NOT_PUBLISHED_PREFIX, outgoing, relays
+from carrot.outbox import NOT_PUBLISHED_PREFIX, insert_with_outbox, outgoing, relays
 from carrot.registry import registry
 
 logger = logging.getLogger(__name__)
@@ -177,13 +177,7 @@ def _save_and_hand_over(items: list[Prepared]) -> None:
     using = router.db_for_write(MessageLog)
     in_atomic = transaction.get_connection(using).in_atomic_block
     with transaction.atomic(using=using):
-        if len(items) == 1:
-            items[0].log.save(using=using, force_insert=True)
-        else:
-            MessageLog.objects.using(using).bulk_create([p.log for p in items], batch_size=500)
-        OutboxEntry.objects.using(using).bulk_create(
-            [OutboxEntry(message=p.log) for p in items], batch_size=1000
-        )
+        insert_with_outbox([p.log for p in items], using)
     if in_atomic:
         # Handed over when the caller's transaction commits; a rollback takes the rows
         # and their outbox entries with it, so nothing is published.

@@ -21,6 +21,7 @@ from django.db import (
     OperationalError,
     close_old_connections,
     connections,
+    models,
     router,
     transaction,
 )
@@ -88,6 +89,134 @@ class Recorder:
     ) -> Claim:
         """Move the delivery's row to IN_PROGRESS if this worker may run it."""
         return self._retrying("claiming a task", lambda: self._claim(delivery, task, args, kwargs))
+
+    def claim_many(self, message_ids: list[str]) -> dict[str, Claim]:
+        """Claim the PUBLISHED rows of many messages in one statement (group commit).
+
+        Returns the claims by message id; a message missing from the result (a
+        redelivery, a duplicate, a foreign message) goes through ``claim()``.
+        """
+        return self.write_batch([], message_ids)
+
+    def write_batch(
+        self, outcomes: list[tuple[str, Claim, dict[str, Any]]], message_ids: list[str]
+    ) -> dict[str, Claim]:
+        """Record outcomes and claim new messages in one transaction (one commit)."""
+        if not outcomes and not message_ids:
+            return {}
+
+        def write() -> dict[str, Claim]:
+            with transaction.atomic(using=router.db_for_write(MessageLog)):
+                if outcomes:
+                    self._record_many(outcomes)
+                return self._claim_many(message_ids) if message_ids else {}
+
+        return self._retrying("recording outcomes", write)
+
+    def _claim_many(self, message_ids: list[str]) -> dict[str, Claim]:
+        using = router.db_for_write(MessageLog)
+        conn = connections[using]
+        opts = MessageLog._meta
+        ids = [opts.get_field("uuid").get_db_prep_value(uuidlib.UUID(m), conn) for m in message_ids]
+        now = timezone.now()
+        if conn.vendor in ("sqlite", "postgresql"):
+            q = conn.ops.quote_name
+            # Only names (quoted by Django) are formatted in; every value is a parameter.
+            sql = (
+                f"UPDATE {q(opts.db_table)} SET {q('status')} = %s, "  # noqa: S608
+                f"{q('attempts')} = {q('attempts')} + 1, {q('start_time')} = %s, "
+                f"{q('worker')} = %s WHERE {q('uuid')} IN ({', '.join(['%s'] * len(ids))}) "
+                f"AND {q('status')} = %s RETURNING {q('id')}, {q('uuid')}, {q('attempts')}"
+            )
+            start = opts.get_field("start_time").get_db_prep_value(now, conn)
+            with conn.cursor() as cursor:
+                cursor.execute(
+                    sql,
+                    [MessageLog.IN_PROGRESS, start, self.worker[:255], *ids, MessageLog.PUBLISHED],
+                )
+                rows = cursor.fetchall()
+        else:  # no UPDATE ... RETURNING: lock, then update, in one transaction
+            with transaction.atomic(using=using):
+                found = list(
+                    MessageLog.objects.select_for_update()
+                    .filter(uuid__in=message_ids, status=MessageLog.PUBLISHED)
+                    .values_list("id", "uuid", "attempts")
+                )
+                MessageLog.objects.filter(id__in=[r[0] for r in found]).mark_started(
+                    worker=self.worker
+                )
+            rows = [(pk, u, attempts + 1) for pk, u, attempts in found]
+        return {str(uuidlib.UUID(str(u))): Claim(True, pk, attempts) for pk, u, attempts in rows}
+
+    def _record_many(self, outcomes: list[tuple[str, Claim, dict[str, Any]]]) -> None:
+        """Write outcomes: ``(kind, claim, values)`` with kind ``completed`` (output, log),
+        ``failed`` (exception, traceback, log) or ``retrying`` (eta, exception, traceback,
+        log). Every UPDATE is conditional on the claim's attempt."""
+        using = router.db_for_write(MessageLog)
+        conn = connections[using]
+        opts = MessageLog._meta
+        q = conn.ops.quote_name
+
+        def prep(name: str, value: Any) -> Any:
+            field = opts.get_field(name)
+            assert isinstance(field, models.Field)
+            return field.get_db_prep_save(value, conn)
+
+        now = timezone.now()
+        statements: dict[str, tuple[str, list[list[Any]]]] = {
+            "completed": (
+                f"{q('status')} = %s, {q('output')} = %s, {q('log')} = %s, "
+                f"{q('exception')} = '', {q('traceback')} = '', {q('completion_time')} = %s",
+                [],
+            ),
+            "failed": (
+                f"{q('status')} = %s, {q('exception')} = %s, {q('traceback')} = %s, "
+                f"{q('log')} = %s, {q('failure_time')} = %s",
+                [],
+            ),
+            "retrying": (
+                f"{q('status')} = %s, {q('eta')} = %s, {q('exception')} = %s, "
+                f"{q('traceback')} = %s, {q('log')} = %s, {q('failure_time')} = %s",
+                [],
+            ),
+        }
+        for kind, claim, v in outcomes:
+            log = prep("log", v["log"])
+            if kind == "completed":
+                values = [
+                    MessageLog.COMPLETED,
+                    prep("output", v["output"]),
+                    log,
+                    prep("completion_time", now),
+                ]
+            elif kind == "failed":
+                values = [
+                    MessageLog.FAILED,
+                    v["exception"],
+                    v["traceback"],
+                    log,
+                    prep("failure_time", now),
+                ]
+            else:
+                values = [
+                    MessageLog.PUBLISHED,
+                    prep("eta", v["eta"]),
+                    v["exception"],
+                    v["traceback"],
+                    log,
+                    prep("failure_time", now),
+                ]
+            statements[kind][1].append(
+                [*values, claim.log_id, claim.attempt, MessageLog.IN_PROGRESS]
+            )
+        with conn.cursor() as cursor:
+            for assignments, rows in statements.values():
+                if rows:
+                    cursor.executemany(
+                        f"UPDATE {q(opts.db_table)} SET {assignments} WHERE {q('id')} = %s "  # noqa: S608
+                        f"AND {q('attempts')} = %s AND {q('status')} = %s",
+                        rows,
+                    )
 
     def _claim(
         self, delivery: Delivery, task: str, args: list[Any], kwargs: dict[str, Any]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import queue as queuelib
 import signal
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from django.db import close_old_connections
@@ -24,7 +24,7 @@ from django.utils.module_loading import import_string
 from carrot.broker import ConsumerChannel, Delivery, check_connection
 from carrot.conf import BrokerConfig, CarrotConfig, QueueConfig, get_config
 from carrot.exceptions import BrokerUnavailable, QueueMismatch
-from carrot.handling import DeliveryHandling, Running
+from carrot.handling import DeliveryHandling
 from carrot.models import MessageLog
 from carrot.recorder import Recorder
 
@@ -67,14 +67,7 @@ class QueueConsumer(DeliveryHandling):
         queue_config = config.queue(queue)
         broker = _as_broker(host)
         if broker is not None and broker != queue_config.broker:
-            queue_config = QueueConfig(
-                name=queue_config.name,
-                broker=broker,
-                concurrency=queue_config.concurrency,
-                consumable=queue_config.consumable,
-                consumer_class=queue_config.consumer_class,
-                max_priority=queue_config.max_priority,
-            )
+            queue_config = replace(queue_config, broker=broker)
         self.config: CarrotConfig = config
         self.queue: QueueConfig = queue_config
         self.logger = logger or logging.getLogger(__name__)
@@ -84,14 +77,10 @@ class QueueConsumer(DeliveryHandling):
         self.recorder = Recorder(worker_name(), max_interruptions=config.max_interruptions)
         self.fatal_error: BaseException | None = None
         self._stop = threading.Event()
-        self._work: queuelib.SimpleQueue[Delivery | None] = queuelib.SimpleQueue()
         self._lock = threading.Lock()
-        self._inflight = 0
-        # Message ids running in this process -> redeliveries of them waiting for the
-        # running attempt to finish (after a reconnect the broker hands them back to us).
-        self._running: dict[str, list[Delivery]] = {}
-        self._attempts: dict[str, Running] = {}
+        self._init_handling()
         self._threads: list[threading.Thread] = []
+        self._recorder_thread: threading.Thread = threading.Thread()
         self._io_thread: threading.Thread | None = None
         self.channel: ConsumerChannel | None = None
 
@@ -128,16 +117,20 @@ class QueueConsumer(DeliveryHandling):
         return self._inflight
 
     def start_consuming(self) -> None:
-        """Start the I/O thread and the task threads."""
+        """Start the I/O thread, the recorder thread and the task threads."""
         self.channel = ConsumerChannel(
             self.queue,
             self.config,
             self._on_delivery,
-            prefetch=self.concurrency,
+            prefetch=self.queue.prefetch or self.concurrency,
             name=f"carrot-{self.name}",
         )
         for _ in range(self.concurrency):
             self._start_task_thread()
+        self._recorder_thread = threading.Thread(
+            target=self._recorder_loop, name=f"{self.name}-recorder", daemon=True
+        )
+        self._recorder_thread.start()
         self._io_thread = threading.Thread(
             target=self._io_loop, name=f"{self.name}-io", daemon=True
         )
@@ -152,9 +145,14 @@ class QueueConsumer(DeliveryHandling):
             self._threads.append(thread)
         thread.start()
 
+    def replace_task_thread(self) -> None:
+        """Start one more task thread (an abandoned one is retiring)."""
+        self._start_task_thread()
+
     def stop_consuming(self) -> None:
         """Stop taking messages; tasks in flight finish and are acked."""
         self._stop.set()
+        self._wake.set()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the consumer to finish; return False if it is still running."""
@@ -181,7 +179,6 @@ class QueueConsumer(DeliveryHandling):
                 backoff = 0.5
                 while not self._stop.is_set():
                     self.channel.process(0.5)
-                    self.check_time_limits()
             except QueueMismatch as exc:
                 self.fatal_error = exc
                 self.logger.error("%s", exc)
@@ -197,8 +194,10 @@ class QueueConsumer(DeliveryHandling):
 
     def _drain(self) -> None:
         # Graceful stop: cancel the consumer (prefetched messages go back to the queue), keep
-        # the connection's I/O running so the tasks in flight can be acked, then close.
+        # the connection's I/O running while the recorder settles the tasks in flight, then
+        # close.
         assert self.channel is not None
+        self._wake.set()
         if self.channel.is_open:
             self.channel.cancel()
         while self._inflight and self.channel.is_open:
@@ -206,9 +205,8 @@ class QueueConsumer(DeliveryHandling):
                 self.channel.process(0.1)
             except BrokerUnavailable:
                 break
-            self.check_time_limits()
-        while self._inflight:  # disconnected: still let the tasks record their state
-            time.sleep(0.1)
+        while self._recorder_thread.is_alive():  # disconnected: let tasks record their state
+            self._recorder_thread.join(0.1)
         if self.channel.is_open:
             try:
                 self.channel.process(0)  # flush the last acks
@@ -218,41 +216,14 @@ class QueueConsumer(DeliveryHandling):
         with self._lock:
             count = len(self._threads)
         for _ in range(count):
-            self._work.put(None)
-
-    # ------------------------------------------------------------------ deliveries
+            self._ready.put(None)
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        # I/O thread: hand over and return at once.
-        with self._lock:
+        # I/O thread: hand over to the recorder and return at once.
+        with self._inflight_lock:
             self._inflight += 1
-        self._work.put(delivery)
-
-    def _task_loop(self) -> None:
-        me = threading.current_thread()
-        while True:
-            delivery = self._work.get()
-            if delivery is None:
-                return
-            try:
-                self.handle(delivery)
-            except Exception:
-                self.logger.exception("Unexpected error handling message %s", delivery.message_id)
-                assert self.channel is not None
-                self.channel.requeue(delivery)
-            finally:
-                with self._lock:
-                    self._inflight -= 1
-                close_old_connections()
-            if getattr(me, "carrot_retired", False):
-                with self._lock:
-                    self._threads.remove(me)
-                self.logger.info("%s ended after its abandoned task returned", me.name)
-                return
-
-    def replace_task_thread(self) -> None:
-        """Start one more task thread (an abandoned one is retiring)."""
-        self._start_task_thread()
+        self._incoming.put(delivery)
+        self._wake.set()
 
 
 class OutboxSweeper(threading.Thread):

@@ -272,7 +272,7 @@ if DB == "postgres":
         time.sleep(1.5)
         # The task ran, its COMPLETED write cannot happen, so the message is not acked.
         assert queue_stats("default", vhost=settings.TEST_VHOST)["unacked"] == 1
-        proc.wait_for_log("Database error while recording a completed task", 10)
+        proc.wait_for_log("Database error while recording outcomes", 10)
         cluster.start()
         wait_until(
             lambda: (
@@ -314,7 +314,7 @@ else:
         blocker.execute("BEGIN EXCLUSIVE")
         try:
             wait_until(lambda: (markers / "done-lite").exists(), 20)
-            proc.wait_for_log("Database error while recording a completed task", 15)
+            proc.wait_for_log("Database error while recording outcomes", 15)
             assert queue_stats("default", vhost=settings.TEST_VHOST)["unacked"] == 1
         finally:
             blocker.execute("ROLLBACK")

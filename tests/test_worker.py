@@ -265,6 +265,8 @@ def test_a_message_consumed_before_its_row_is_visible_waits_for_it(worker, broke
 class StubChannel:
     """Stands in for ConsumerChannel to test the gate in-process (no broker involved)."""
 
+    generation = 1
+
     def __init__(self):
         self.acked, self.requeued, self.dead = [], [], []
 
@@ -276,6 +278,10 @@ class StubChannel:
 
     def dead_letter(self, delivery):
         self.dead.append(delivery)
+
+    def settle_many(self, items):
+        for delivery, action in items:
+            {"ack": self.ack, "requeue": self.requeue, "reject": self.dead_letter}[action](delivery)
 
 
 @pytest.mark.parametrize(
@@ -303,7 +309,7 @@ def test_unknown_task_names_import_nothing(name, monkeypatch):
         priority=0,
         headers={},
     )
-    consumer.handle(delivery)
+    consumer._admit([delivery])
     assert consumer.channel.dead == [delivery]
     assert imported == []
     assert "antigravity" not in sys.modules

@@ -73,6 +73,7 @@ class ConsumerChannel:
         self._consumer_tag: str | None = None
         self._cancelled_by_broker = False
         self._lock = threading.Lock()
+        self._unsettled: set[int] = set()  # delivered tags not yet settled (I/O thread)
 
     @property
     def is_open(self) -> bool:
@@ -98,6 +99,7 @@ class ConsumerChannel:
                 self.generation += 1
                 self._connection, self._channel = connection, channel
                 self._cancelled_by_broker = False
+                self._unsettled = set()
             self._consumer_tag = channel.basic_consume(
                 self.queue.name, self._on_message, auto_ack=False
             )
@@ -129,6 +131,7 @@ class ConsumerChannel:
             headers=dict(properties.headers or {}),
             timestamp=properties.timestamp,
         )
+        self._unsettled.add(method.delivery_tag)
         self.on_delivery(delivery)
 
     def process(self, time_limit: float) -> None:
@@ -152,47 +155,64 @@ class ConsumerChannel:
                 f"RabbitMQ cancelled the consumer of {self.queue.name!r} (was the queue deleted?)"
             )
 
-    def _settle(self, generation: int, tag: int, action: str) -> None:
+    def _settle_many(self, generation: int, items: list[tuple[int, str]]) -> None:
         # Runs on the I/O thread.
         if generation != self.generation or not self.is_open:
             logger.info(
-                "Dropping the %s of a delivery from a previous connection to %r; the broker "
-                "will redeliver it",
-                action,
+                "Dropping the settlement of %d deliveries from a previous connection to %r; "
+                "the broker will redeliver them",
+                len(items),
                 self.queue.name,
             )
             return
-        if action == "ack":
+        acks = []
+        for tag, action in items:
+            self._unsettled.discard(tag)
+            if action == "ack":
+                acks.append(tag)
+            elif action == "requeue":
+                self._channel.basic_nack(tag, requeue=True)
+            else:
+                self._channel.basic_reject(tag, requeue=False)
+        if not acks:
+            return
+        # One ack with multiple=True covers every tag below the oldest delivery still
+        # being worked on; tags above it are acked one by one (none waits for a slow task).
+        floor = min(self._unsettled) if self._unsettled else None
+        below = [t for t in acks if floor is None or t < floor]
+        if below:
+            self._channel.basic_ack(max(below), multiple=True)
+        for tag in sorted(t for t in acks if floor is not None and t > floor):
             self._channel.basic_ack(tag)
-        elif action == "requeue":
-            self._channel.basic_nack(tag, requeue=True)
-        else:
-            self._channel.basic_reject(tag, requeue=False)
 
-    def _threadsafe(self, delivery: Delivery, action: str) -> None:
+    def settle_many(self, items: list[tuple[Delivery, str]]) -> None:
+        """Ack ("ack"), requeue ("requeue") or dead-letter ("reject") deliveries (thread-safe).
+
+        The whole batch is handed to the I/O thread at once. Settlements for deliveries
+        of an older connection are dropped: those messages are redelivered.
+        """
         with self._lock:
-            connection = self._connection
-            if delivery.generation != self.generation or connection is None:
-                return
+            connection, generation = self._connection, self.generation
+        current = [(d.tag, action) for d, action in items if d.generation == generation]
+        if not current or connection is None:
+            return
         try:
-            connection.add_callback_threadsafe(
-                partial(self._settle, delivery.generation, delivery.tag, action)
-            )
+            connection.add_callback_threadsafe(partial(self._settle_many, generation, current))
         except (pex.AMQPError, AttributeError):
-            # The connection is closed: the broker requeues the message by itself.
+            # The connection is closed: the broker requeues the messages by itself.
             pass
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge a delivery (thread-safe)."""
-        self._threadsafe(delivery, "ack")
+        self.settle_many([(delivery, "ack")])
 
     def requeue(self, delivery: Delivery) -> None:
         """Return a delivery to the queue (thread-safe)."""
-        self._threadsafe(delivery, "requeue")
+        self.settle_many([(delivery, "requeue")])
 
     def dead_letter(self, delivery: Delivery) -> None:
         """Reject a delivery without requeue, so it lands in the dead-letter queue."""
-        self._threadsafe(delivery, "reject")
+        self.settle_many([(delivery, "reject")])
 
     def cancel(self) -> None:
         """Stop receiving new deliveries; prefetched ones go back to the queue (I/O thread)."""

@@ -88,6 +88,7 @@ class Relay:
         self._channel: Any = None
         # Owned by the I/O thread:
         self._unconfirmed: dict[int, Outgoing] = {}
+        self._flush_scheduled = False
         self._returned: set[str] = set()
         self._declared: set[str] = set()
         self._declaring: set[str] = set()
@@ -95,6 +96,8 @@ class Relay:
         self.blocked = False
         self.down_since: float | None = None
         self.last_error = ""
+        self._last_attempt = 0.0  # when the last connection attempt ended
+        self._attempts_done = 0
 
     # ------------------------------------------------------------------ any thread
 
@@ -118,11 +121,15 @@ class Relay:
             )
         if self._ready.is_set():
             return
-        deadline = time.monotonic() + timeout
-        # The first connection may be in progress: wait until it opens or fails.
-        while self.down_since is None and not self._ready.wait(0.01):
-            if time.monotonic() > deadline:
-                break
+        seen = self._attempts_done
+        if self.down_since is None:
+            self._wait_for_attempt(seen, timeout)  # the first connection is in progress
+        elif time.monotonic() - self._last_attempt >= 1.0:
+            # Down for a while: try again now rather than wait out the reconnect backoff,
+            # so a broker that just came back is used at once.
+            self._wake.set()
+            self._wait_for_attempt(seen, timeout)
+        # Otherwise the last attempt failed moments ago: fail fast.
         if not self._ready.is_set():
             raise BrokerUnavailable(
                 f"Cannot publish: RabbitMQ at {self.broker.display_url} is unavailable "
@@ -135,10 +142,21 @@ class Relay:
                 )
             )
 
+    def _wait_for_attempt(self, seen: int, timeout: float) -> None:
+        """Wait until the relay is ready or a connection attempt after ``seen`` ended."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.01):
+            if self._attempts_done != seen or time.monotonic() > deadline:
+                return
+
     def submit(self, items: list[Outgoing]) -> None:
         """Queue messages for publishing (returns at once)."""
         with self._lock:
             self._pending.extend(items)
+            # One wake-up per burst: while a flush is scheduled, it will see these too.
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
         self._poke()
 
     def flush(self, timeout: float) -> bool:
@@ -207,7 +225,7 @@ class Relay:
                 break
             if self._ready.is_set():
                 backoff = 0.5
-            self._wake.wait(backoff)
+            self._wake.wait(backoff)  # set by ensure_ready() to retry at once
             self._wake.clear()
             backoff = min(backoff * 2, 10.0)
 
@@ -231,6 +249,8 @@ class Relay:
         connection.ioloop.stop()
 
     def _mark_down(self, error: BaseException) -> None:
+        self._last_attempt = time.monotonic()
+        self._attempts_done += 1
         self._ready.clear()
         self.blocked = False
         if self.down_since is None:
@@ -258,6 +278,8 @@ class Relay:
         channel.confirm_delivery(self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame: Any) -> None:
+        self._last_attempt = time.monotonic()
+        self._attempts_done += 1
         self.down_since = None
         self.last_error = ""
         self._ready.set()
@@ -266,12 +288,16 @@ class Relay:
     def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
         # A channel error (e.g. a queue declared with other arguments): drop the
         # connection; its messages stay pending and the outbox keeps them safe.
+        if self._stopping or getattr(reason, "reply_code", None) == 200:
+            return  # a normal close
         self.last_error = _describe(reason)
         logger.error("Relay channel to %s closed: %s", self.broker.display_url, self.last_error)
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
 
     def _flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
         channel = self._channel
         if channel is None or not channel.is_open or self.blocked:
             return

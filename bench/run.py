@@ -1,0 +1,489 @@
+#!/usr/bin/env python
+"""``make bench``: raw pika and django-carrot on the same broker, in one run.
+
+Each workload is repeated (``--repeat``, default 3) and the median is reported with its
+ratio to raw pika measured in the same run. Benchmarks are not tests: nothing here
+asserts; the table says which targets are met. Needs RabbitMQ on 127.0.0.1:5672 and, for
+the PostgreSQL variant, PostgreSQL on 127.0.0.1:5432.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+RAW_QUEUE = "raw-bench"
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=False, capture_output=True, timeout=60)
+
+
+def setup(db: str) -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ["CARROT_BENCH_DB"] = db
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    if db == "postgres":
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute("DROP DATABASE IF EXISTS carrot_bench")
+            conn.execute("CREATE DATABASE carrot_bench")
+    else:
+        from django.conf import settings
+
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(settings.DATABASES["default"]["NAME"]) + suffix).unlink(missing_ok=True)
+    call_command("migrate", verbosity=0)
+
+
+def reset_broker() -> None:
+    from django.conf import settings
+
+    from carrot.broker import publisher
+    from carrot.outbox import relays
+
+    relays.stop_all()
+    publisher.close()
+    rabbitmqctl("delete_vhost", settings.VHOST)
+    rabbitmqctl("add_vhost", settings.VHOST)
+    rabbitmqctl("set_permissions", "-p", settings.VHOST, "guest", ".*", ".*", ".*")
+
+
+def reset_db() -> None:
+    from carrot.models import MessageLog
+
+    MessageLog.objects.all().delete()
+
+
+def broker_url() -> str:
+    from django.conf import settings
+
+    return str(settings.CARROT["default_broker"])
+
+
+def raw_channel(confirm: bool):  # noqa: ANN201
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(broker_url()))
+    channel = connection.channel()
+    channel.queue_declare(RAW_QUEUE, durable=True)
+    if confirm:
+        channel.confirm_delivery()
+    return connection, channel
+
+
+def raw_publish(n: int, *, confirm: bool) -> float:
+    import pika
+
+    connection, channel = raw_channel(confirm)
+    channel.queue_purge(RAW_QUEUE)
+    props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    body = b'{"args": [0], "kwargs": {}}'
+    started = time.perf_counter()
+    for _ in range(n):
+        channel.basic_publish("", RAW_QUEUE, body, props)
+    channel.queue_declare(RAW_QUEUE, passive=True)  # a round trip: everything was sent
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return n / elapsed
+
+
+def raw_drain(n: int, *, threads: int = 2, prefetch: int = 100) -> float:
+    """Raw pika shaped like a worker: an I/O thread, task threads, thread-safe acks."""
+    import queue as queuelib
+    from functools import partial
+
+    raw_publish(n, confirm=False)
+    connection, channel = raw_channel(False)
+    channel.basic_qos(prefetch_count=prefetch)
+    work: queuelib.SimpleQueue = queuelib.SimpleQueue()
+    done = 0
+    lock = threading.Lock()
+
+    def run() -> None:
+        nonlocal done
+        while True:
+            tag = work.get()
+            if tag is None:
+                return
+            connection.add_callback_threadsafe(partial(channel.basic_ack, tag))
+            with lock:
+                done += 1
+                if done >= n:
+                    connection.add_callback_threadsafe(channel.stop_consuming)
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    started = time.perf_counter()
+    channel.basic_consume(RAW_QUEUE, lambda ch, method, props, body: work.put(method.delivery_tag))
+    channel.start_consuming()
+    elapsed = time.perf_counter() - started
+    for _ in workers:
+        work.put(None)
+    for thread in workers:
+        thread.join()
+    connection.close()
+    return n / elapsed
+
+
+def raw_latency(samples: int) -> list[float]:
+    import pika
+
+    received: list[float] = []
+    ready = threading.Event()
+    got = threading.Event()
+
+    def consume() -> None:
+        connection, channel = raw_channel(False)
+        channel.queue_purge(RAW_QUEUE)
+
+        def on_message(ch, method, properties, _body):  # noqa: ANN001
+            received.append(time.time() - properties.timestamp / 1e6)
+            ch.basic_ack(method.delivery_tag)
+            got.set()
+            if len(received) >= samples:
+                ch.stop_consuming()
+
+        channel.basic_consume(RAW_QUEUE, on_message)
+        ready.set()
+        channel.start_consuming()
+        connection.close()
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    ready.wait()
+    connection, channel = raw_channel(True)
+    for _ in range(samples):
+        got.clear()
+        props = pika.BasicProperties(delivery_mode=2, timestamp=int(time.time() * 1e6))
+        channel.basic_publish("", RAW_QUEUE, b"{}", props)
+        got.wait(10)
+    thread.join()
+    connection.close()
+    return received
+
+
+def carrot_enqueue(n: int) -> float:
+    from bench.tasks import noop
+
+    noop.delay(-1)  # a warm connection, as in a running web process
+    started = time.perf_counter()
+    for i in range(n):
+        noop.delay(i)
+    return n / (time.perf_counter() - started)
+
+
+def carrot_enqueue_many(n: int) -> float:
+    from bench.tasks import noop
+
+    started = time.perf_counter()
+    noop.delay_many([((i,), {}) for i in range(n)])
+    return n / (time.perf_counter() - started)
+
+
+class Worker:
+    def __init__(self, threads: int = 2, processes: int = 1) -> None:
+        env = dict(os.environ, CARROT_BENCH_THREADS=str(threads), PYTHONPATH=str(ROOT))
+        args = ["--no-scheduler", "--loglevel", "WARNING"]
+        if processes > 1:
+            args += ["--processes", str(processes)]
+        # The worker's log goes to a file: an unread pipe would fill up and block it.
+        self.log_path = Path(
+            os.environ.get("CARROT_BENCH_WORKER_LOG", "/tmp/carrot-bench-worker.log")
+        )
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "django", "carrot", *args],
+            cwd=ROOT,
+            env=env,
+            stderr=self._log,
+            start_new_session=True,
+        )
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def rss_mb(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except FileNotFoundError:
+                continue
+        return total / 1024
+
+    def stop(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._log.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step timed out")
+        time.sleep(interval)
+
+
+def carrot_drain(
+    n: int, *, processes: int = 1, prefetch: int | None = None
+) -> tuple[float, float, float]:
+    """Return (tasks/s, RSS after 1k, RSS after n) for a worker draining n queued tasks."""
+    os.environ["CARROT_BENCH_PREFETCH"] = str(prefetch or "")
+    from django.db.models import Max, Min
+
+    from carrot.models import MessageLog
+
+    reset_db()
+    carrot_enqueue_many(n)
+    threads = 2 if processes == 1 else 1
+    worker = Worker(threads=threads, processes=processes)
+    try:
+        done = MessageLog.objects.filter(status=MessageLog.COMPLETED)
+        wait_for(lambda: done.count() >= min(1000, n), 300)
+        rss_1k = worker.rss_mb()
+        wait_for(lambda: done.count() >= n, 600, 0.2)
+        rss_end = worker.rss_mb()
+    finally:
+        worker.stop()
+    span = done.aggregate(first=Min("start_time"), last=Max("completion_time"))
+    elapsed = (span["last"] - span["first"]).total_seconds()
+    return n / elapsed, rss_1k, rss_end
+
+
+def carrot_latency(samples: int) -> list[float]:
+    from bench.tasks import noop
+    from carrot.models import MessageLog
+
+    reset_db()
+    worker = Worker(threads=2)
+    out = []
+    try:
+        noop.delay(-1)
+        wait_for(lambda: MessageLog.objects.filter(status="COMPLETED").exists(), 60)
+        for i in range(samples):
+            started = time.time()
+            log = noop.delay(i)
+            row = MessageLog.objects.filter(pk=log.pk)
+            wait_for(lambda row=row: row.filter(start_time__isnull=False).exists(), 10, 0.001)
+            out.append(row.values_list("start_time", flat=True)[0].timestamp() - started)
+    finally:
+        worker.stop()
+    return out
+
+
+def monitor_page_ms(rows: int) -> float:
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+
+    from carrot.models import MessageLog
+
+    reset_db()
+    columns = (
+        "uuid, status, task, queue, exchange, routing_key, priority, task_args, "
+        "task_kwargs, output, exception, traceback, log, attempts, interruptions, "
+        "worker, publish_time, completion_time"
+    )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO carrot_messagelog ({columns}) SELECT gen_random_uuid(), "  # noqa: S608
+                "'COMPLETED', 'bench.tasks.noop', 'default', '', 'default', 0, '[1]', '{}', "
+                "'null', '', '', '[]', 1, 0, 'w', now(), now() FROM generate_series(1, %s)",
+                [rows],
+            )
+        else:
+            cursor.execute(
+                f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) "  # noqa: S608
+                f"INSERT INTO carrot_messagelog ({columns}) SELECT lower(hex(randomblob(16))), "
+                "'COMPLETED', 'bench.tasks.noop', 'default', '', 'default', 0, '[1]', '{}', "
+                "'null', '', '', '[]', 1, 0, 'w', datetime('now'), datetime('now') FROM n",
+                [rows],
+            )
+    assert MessageLog.objects.count() == rows
+    user = User.objects.filter(username="bench").first() or User.objects.create_superuser(
+        "bench", "b@example.com", "pw"
+    )
+    client = Client()
+    client.force_login(user)
+    timings = []
+    for _ in range(25):
+        started = time.perf_counter()
+        response = client.get("/carrot/tasks/completed/")
+        timings.append(time.perf_counter() - started)
+        assert response.status_code == 200
+    return statistics.median(timings[5:]) * 1000
+
+
+def median(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smaller workloads, one repeat")
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--skip-monitor", action="store_true")
+    args = parser.parse_args()
+    repeat = 1 if args.quick else args.repeat
+    scale = 0.2 if args.quick else 1.0
+    n_single = int(2000 * scale)
+    n_bulk = int(10_000 * scale)
+    n_drain = int(10_000 * scale)
+
+    rows: list[tuple[str, str, str, str, str, bool | None]] = []
+
+    def add(
+        name: str, raw: str, ours: str, ratio: float | None, target: str, ok: bool | None
+    ) -> None:
+        rows.append((name, raw, ours, f"{ratio:.2f}x" if ratio is not None else "", target, ok))
+        print(f"  {name}: {ours} (raw {raw}) {target}", flush=True)
+
+    dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    setup(dbs[0])
+    reset_broker()
+    print(
+        f"Benchmarks on {platform.node()}: {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, repeat {repeat}",
+        flush=True,
+    )
+
+    raw_confirm = median(lambda: raw_publish(n_single, confirm=True), repeat)
+    ours = median(lambda: carrot_enqueue(n_single), repeat)
+    add(
+        "enqueue, one delay() at a time",
+        f"{raw_confirm:,.0f}/s",
+        f"{ours:,.0f}/s",
+        ours / raw_confirm,
+        ">= 1.0x raw publish with confirm",
+        ours / raw_confirm >= 1.0,
+    )
+
+    raw_plain = median(lambda: raw_publish(n_bulk, confirm=False), repeat)
+    ours = median(lambda: carrot_enqueue_many(n_bulk), repeat)
+    add(
+        f"bulk enqueue, delay_many({n_bulk:,})",
+        f"{raw_plain:,.0f}/s",
+        f"{ours:,.0f}/s",
+        ours / raw_plain,
+        ">= 0.5x raw publish without confirms",
+        ours / raw_plain >= 0.5,
+    )
+
+    raw_drain_rate = median(lambda: raw_drain(n_drain), repeat)
+    memory = None
+    for index, db in enumerate(dbs):
+        if index:
+            setup(db)
+        reset_broker()
+        variants = [
+            ("2 threads, default prefetch", 1, None),
+            ("2 threads, prefetch 100", 1, 100),
+            ("2 processes, prefetch 100", 2, 100),
+        ]
+        if index:
+            variants = variants[1:]
+        for label, processes, prefetch in variants:
+            results = [
+                carrot_drain(n_drain, processes=processes, prefetch=prefetch) for _ in range(repeat)
+            ]
+            rate = statistics.median(r[0] for r in results)
+            add(
+                f"drain {n_drain:,}, {label}, {db}",
+                f"{raw_drain_rate:,.0f}/s",
+                f"{rate:,.0f}/s",
+                rate / raw_drain_rate,
+                ">= 0.3x raw consume+ack",
+                rate / raw_drain_rate >= 0.3,
+            )
+            if memory is None and processes == 1 and prefetch:
+                memory = (results[-1][1], results[-1][2])
+        if index == 0:
+            raw_lat = raw_latency(200)
+            ours_lat = carrot_latency(200)
+            raw_p50, ours_p50 = percentile(raw_lat, 50) * 1000, percentile(ours_lat, 50) * 1000
+            add(
+                "idle latency publish -> start, p50",
+                f"{raw_p50:.2f} ms",
+                f"{ours_p50:.2f} ms",
+                ours_p50 / raw_p50,
+                "p50 <= 3x raw p50",
+                ours_p50 <= 3 * raw_p50,
+            )
+            add(
+                "idle latency publish -> start, p99",
+                f"{percentile(raw_lat, 99) * 1000:.2f} ms",
+                f"{percentile(ours_lat, 99) * 1000:.2f} ms",
+                None,
+                "(reported)",
+                None,
+            )
+    assert memory is not None
+    growth = memory[1] - memory[0]
+    add(
+        f"worker RSS after 1k vs {n_drain // 1000}k tasks",
+        "",
+        f"{memory[0]:.0f} -> {memory[1]:.0f} MB",
+        None,
+        "grows < 20 MB",
+        growth < 20,
+    )
+    if not args.skip_monitor:
+        setup(dbs[0])
+        small = monitor_page_ms(1000)
+        big_rows = 100_000 if args.quick else 1_000_000
+        big = monitor_page_ms(big_rows)
+        add(
+            f"monitor list page, 1k vs {big_rows:,} rows",
+            f"{small:.1f} ms",
+            f"{big:.1f} ms",
+            big / small,
+            "grows < 2x",
+            big / small < 2,
+        )
+
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"{'workload':<{width}}  {'raw pika':>12}  {'carrot':>16}  {'ratio':>7}  target")
+    for name, raw, ours, ratio, target, ok in rows:
+        mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+        print(f"{name:<{width}}  {raw:>12}  {ours:>16}  {ratio:>7}  {target}{mark}")
+
+
+if __name__ == "__main__":
+    main()
