@@ -117,7 +117,7 @@ def node(rabbit_node: RabbitNode) -> Iterator[RabbitNode]:
     with override_settings(CARROT=carrot):
         yield rabbit_node
         publisher.close()
-    rabbit_node.ctl("start_app", check=False)
+    rabbit_node.ensure_running()
     rabbit_node.ctl("set_vm_memory_high_watermark", "0.4", check=False)
     for queue in ("default", "default.dlq", "other", "other.dlq"):
         try:

@@ -279,7 +279,35 @@ class RabbitNode:
         )
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return rabbitmqctl(*args, node=self.name, check=check)
+        result = rabbitmqctl(*args, node=self.name, check=False)
+        if check and result.returncode:
+            raise AssertionError(
+                f"rabbitmqctl {' '.join(args)} on the private node exited {result.returncode}:\n"
+                f"{result.stdout}{result.stderr}\n--- node log (tail) ---\n{self.log_tail()}"
+            )
+        return result
+
+    def log_tail(self, lines: int = 40) -> str:
+        logs = sorted((self.dir / "log").glob("*.log"))
+        if not logs:
+            return "(no log)"
+        text = "\n".join(p.read_text(errors="replace") for p in logs)
+        return "\n".join(text.splitlines()[-lines:])
+
+    def ensure_running(self) -> None:
+        """Start the node again if its VM died, so one crash does not fail every test after."""
+        if self.ctl("ping", check=False).returncode == 0:
+            self.ctl("start_app")
+            return
+        print(f"private RabbitMQ node was down; starting it again\n{self.log_tail()}")
+        subprocess.run(
+            ["rabbitmq-server", "-detached"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait()
 
     def stop_app(self) -> None:
         self.ctl("stop_app")
