@@ -15,15 +15,18 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from carrot.broker import publisher
 from carrot.exceptions import BrokerError, BrokerUnavailable
-from carrot.models import MessageLog
+from carrot.models import MessageLog, OutboxEntry
+from carrot.outbox import OUTBOX_GRACE
 from tests.harness import (
     ROOT,
     PostgresCluster,
@@ -146,6 +149,38 @@ def test_publishing_through_a_broker_outage_never_hangs_or_loses(node, worker_fa
     wait_until(lambda: MessageLog.objects.completed().count() == len(returned), 120)
     # A task in flight when the broker went away may run again: at most the worker's 2.
     assert_settled(returned, duplicates_allowed=2)
+
+
+def test_a_publisher_killed_before_the_confirm_loses_nothing(worker_factory):
+    # A web process dies (SIGKILL) after delay() returned but before its relay published:
+    # the row and its outbox entry are committed, the message never reached RabbitMQ.
+    script = (
+        "import os, signal\n"
+        "from carrot.broker.relay import Relay\n"
+        "Relay.submit = lambda self, items: None  # the process dies before the relay runs\n"
+        "from tests.testapp.tasks import record\n"
+        "record.delay('orphan')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "django", "shell", "-c", script],
+        env=subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    row = MessageLog.objects.get(task_args=["orphan"])
+    assert row.status == "PUBLISHED"
+    assert OutboxEntry.objects.filter(message_id=row.pk).exists()
+    assert queue_stats("default", vhost=settings.TEST_VHOST)["ready"] == 0
+    # Past the grace period any worker's outbox sweeper publishes it, and it runs once.
+    OutboxEntry.objects.update(created_at=timezone.now() - OUTBOX_GRACE - timedelta(seconds=1))
+    worker_factory("--no-scheduler").wait_ready()
+    finished(row, 30)
+    assert not OutboxEntry.objects.exists()
+    assert_settled([row.uuid])
 
 
 @pytest.mark.fault
