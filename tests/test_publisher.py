@@ -306,3 +306,17 @@ def test_delay_many_publishes_every_call_and_validates_them_first(broker):
     with pytest.raises(TypeError, match="not JSON-serialisable"):
         add.delay_many([((1, 1), {}), ((object(), 1), {})])
     assert MessageLog.objects.count() == 20  # nothing written for the refused batches
+
+
+def test_delay_many_maps_every_returned_log_to_its_own_row_across_insert_batches(broker):
+    # More calls than one multi-row INSERT takes, so the ids of several batches are mapped.
+    logs = add.delay_many([((i, -i), {}) for i in range(1203)])
+    args_by_pk = dict(MessageLog.objects.values_list("pk", "task_args"))
+    assert len(args_by_pk) == 1203
+    assert [args_by_pk[log.pk] for log in logs] == [[i, -i] for i in range(1203)]
+    assert not any(log._state.adding for log in logs)
+    assert broker.count("default") == 1203
+    for _ in range(5):
+        properties, body = broker.get("default")
+        row = MessageLog.objects.get(uuid=properties.message_id)
+        assert json.loads(body)["args"] == row.task_args
