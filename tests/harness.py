@@ -263,6 +263,10 @@ class RabbitNode:
 
     def start(self) -> RabbitNode:
         self._prepare()
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
         subprocess.run(
             ["rabbitmq-server", "-detached"],
             env=self.env,
@@ -271,7 +275,6 @@ class RabbitNode:
             timeout=60,
         )
         self.wait()
-        return self
 
     def wait(self) -> None:
         rabbitmqctl(
@@ -300,14 +303,7 @@ class RabbitNode:
             self.ctl("start_app")
             return
         print(f"private RabbitMQ node was down; starting it again\n{self.log_tail()}")
-        subprocess.run(
-            ["rabbitmq-server", "-detached"],
-            env=self.env,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        self.wait()
+        self._launch()
 
     def stop_app(self) -> None:
         self.ctl("stop_app")
