@@ -25,9 +25,17 @@ def test_soak_10k_tasks_two_publishers_a_killed_worker_and_a_broker_bounce(node,
     failing: set[str] = set()
     refused = []
     lock = threading.Lock()
+    broker_down, broker_up = threading.Event(), threading.Event()
 
     def publish(offset: int) -> None:
         for i in range(offset, offset + 5000):
+            # delay() takes well under a millisecond, so pace the publishers by the bounce
+            # rather than by the clock: 3,000 each before it, 1,000 each while RabbitMQ is
+            # down (refused at once), 1,000 each after it is back.
+            if i == offset + 3000:
+                broker_down.wait(120)
+            if i == offset + 4000:
+                broker_up.wait(120)
             fail = i % 100 == 0
             try:
                 log = record_or_fail.delay(f"soak-{i}", fail)
@@ -51,8 +59,10 @@ def test_soak_10k_tasks_two_publishers_a_killed_worker_and_a_broker_bounce(node,
     # A broker bounce while both publishers are still publishing (and workers consume).
     wait_until(lambda: len(returned) >= 6000, 120, message="6000 publishes")
     node.stop_app()
+    broker_down.set()
     time.sleep(3)
     node.start_app()
+    broker_up.set()
 
     wait_until(lambda: done().count() >= 3000, 180, message="3000 tasks")
     victim.kill()  # SIGKILL mid-run: its in-flight tasks are redelivered
