@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from carrot.exceptions import CarrotError
-from carrot.processes import child_environment, manage_command
+from carrot.processes import child_environment, manage_command, process_alive
 
 
 class MissingPid(CarrotError):
@@ -35,12 +35,8 @@ def read_pid(pidfile: Path) -> int | None:
 
 def is_carrot(pid: int) -> bool:
     """Return True if ``pid`` is alive and (where /proc tells) runs a carrot command."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_alive(pid):
         return False
-    except PermissionError:
-        return True
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
         try:

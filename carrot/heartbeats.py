@@ -8,7 +8,6 @@ than ``LEASE`` (any host). Until then the message waits in a delay queue.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 from datetime import timedelta
@@ -17,22 +16,12 @@ from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from carrot.models import WorkerHeartbeat
+from carrot.processes import process_alive
 
 logger = logging.getLogger(__name__)
 
 BEAT_EVERY = 5.0
 LEASE = timedelta(seconds=30)
-
-
-def process_alive(pid: int) -> bool:
-    """Return True if a process with ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def worker_alive(name: str) -> bool:

@@ -96,7 +96,24 @@ class MessageLogQuerySet(models.QuerySet["MessageLog"]):
         return self.filter(status__in=from_statuses).update(**changes)
 
 
-class MessageLog(models.Model):
+class CallArguments:
+    """The seed's accessors for a call's JSON ``task_args`` and ``task_kwargs``."""
+
+    task_args: Any
+    task_kwargs: Any
+
+    @property
+    def positionals(self) -> list[Any]:
+        """Return the positional arguments."""
+        return list(self.task_args or [])
+
+    @property
+    def keywords(self) -> dict[str, Any]:
+        """Return the keyword arguments (the monitor shows them as a table)."""
+        return dict(self.task_kwargs or {})
+
+
+class MessageLog(CallArguments, models.Model):
     """One task call: what was asked, where it went, and what happened."""
 
     PUBLISHED = "PUBLISHED"
@@ -166,16 +183,6 @@ class MessageLog(models.Model):
         return f"{self.task} [{self.status}] {self.uuid}"
 
     @property
-    def positionals(self) -> list[Any]:
-        """Return the positional arguments."""
-        return list(self.task_args or [])
-
-    @property
-    def keywords(self) -> dict[str, Any]:
-        """Return the keyword arguments (the monitor shows them as a table)."""
-        return dict(self.task_kwargs or {})
-
-    @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED_STATUSES
 
@@ -197,7 +204,7 @@ class MessageLog(models.Model):
         return requeue(self)
 
 
-class ScheduledTask(models.Model):
+class ScheduledTask(CallArguments, models.Model):
     """A task published at an interval or on a cron expression.
 
     Schedules declared in code (``@periodic``) are synced into this table when the worker
@@ -259,14 +266,6 @@ class ScheduledTask(models.Model):
 
     def __str__(self) -> str:
         return self.task_name
-
-    @property
-    def positionals(self) -> list[Any]:
-        return list(self.task_args or [])
-
-    @property
-    def keywords(self) -> dict[str, Any]:
-        return dict(self.task_kwargs or {})
 
     @property
     def is_declared(self) -> bool:

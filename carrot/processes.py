@@ -1,4 +1,5 @@
-"""Running carrot's own management commands in new processes (daemon, supervisor)."""
+"""Processes: running carrot's own commands in new ones (daemon, supervisor), and
+telling whether one is alive."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def child_environment(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([os.getcwd(), *paths]))
     env.update(extra)
     return env
+
+
+def process_alive(pid: int) -> bool:
+    """Return True if a process with ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by another user
+    return True

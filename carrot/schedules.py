@@ -36,11 +36,20 @@ def declared() -> dict[str, Declaration]:
     return out
 
 
-def _task_options(row: ScheduledTask) -> tuple[str, int]:
+def _call(row: ScheduledTask) -> dict[str, Any]:
+    """Return what ``prepare()``/``enqueue()`` take for a call of the schedule's task."""
     task = registry[row.task]
-    queue = row.queue or task.queue
-    priority = task.priority if row.priority is None else row.priority
-    return queue, priority
+    return {
+        "task_name": row.task,
+        "args": row.positionals,
+        "kwargs": row.keywords,
+        "queue": row.queue or task.queue,
+        "priority": task.priority if row.priority is None else row.priority,
+        "exchange": row.exchange,
+        "routing_key": row.routing_key or None,
+        "who": f"schedule {row.task_name!r}",
+        "schedule": row,
+    }
 
 
 def publish_tick(
@@ -66,19 +75,7 @@ def publish_tick(
             return None
         return False
     try:
-        queue, priority = _task_options(row)
-        prepared = prepare(
-            row.task,
-            row.positionals,
-            row.keywords,
-            queue=queue,
-            priority=priority,
-            exchange=row.exchange,
-            routing_key=row.routing_key or None,
-            who=f"schedule {row.task_name!r}",
-            schedule=row,
-            scheduled_for=tick,
-        )
+        prepared = prepare(**_call(row), scheduled_for=tick)
     except (ValueError, TypeError, LookupError) as exc:
         if scheduler.claim(row.pk, expected, following):
             scheduler._warn_once(
@@ -98,18 +95,7 @@ def publish_tick(
 
 def run_now(schedule: ScheduledTask) -> MessageLog:
     """Publish a schedule's task right away, outside its cadence; return the MessageLog."""
-    queue, priority = _task_options(schedule)
-    log = enqueue(
-        schedule.task,
-        schedule.positionals,
-        schedule.keywords,
-        queue=queue,
-        priority=priority,
-        exchange=schedule.exchange,
-        routing_key=schedule.routing_key or None,
-        who=f"schedule {schedule.task_name!r}",
-        schedule=schedule,
-    )
+    log = enqueue(**_call(schedule))
     ScheduledTask.objects.filter(pk=schedule.pk).update(last_message=log)
     return log
 

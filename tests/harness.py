@@ -314,14 +314,7 @@ class RabbitNode:
     def restart(self) -> None:
         """Full restart: shut the VM down (waits for it) and start again."""
         self.ctl("shutdown")
-        subprocess.run(
-            ["rabbitmq-server", "-detached"],
-            env=self.env,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        self.wait()
+        self._launch()
 
     def shutdown(self) -> None:
         self.ctl("shutdown", check=False)
