@@ -183,6 +183,10 @@ class DeliveryHandling:
         )
         try:
             self.recorder.reject(delivery, reason)
+        except Exception:
+            # The message still goes to the dead-letter queue; raising here would drop
+            # the rest of the recorder's step (finished tasks, the batch being claimed).
+            self.logger.exception("Could not record the rejection of %s", delivery.message_id)
         finally:
             self._settle_delivery(delivery, "reject")
 

@@ -146,7 +146,10 @@ class Recorder:
                     worker=self.worker
                 )
             rows = [(pk, u, attempts + 1) for pk, u, attempts in found]
-        return {str(uuidlib.UUID(str(u))): Claim(True, pk, attempts) for pk, u, attempts in rows}
+        # Keyed by the ids as the caller gave them (a message id may be a UUID in another
+        # spelling: upper case, no dashes), so the caller's lookups find its claims.
+        given = {uuidlib.UUID(m): m for m in message_ids}
+        return {given[uuidlib.UUID(str(u))]: Claim(True, pk, attempts) for pk, u, attempts in rows}
 
     def _record_many(self, outcomes: list[tuple[str, Claim, dict[str, Any]]]) -> None:
         """Write outcomes: ``(kind, claim, values)`` with kind ``completed`` (output, log),

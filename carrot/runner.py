@@ -108,7 +108,7 @@ def run_task(
                 traceback=user_traceback(exc),
                 error=TimeLimitExceeded(message),
             )
-        except (Exception, SystemExit) as exc:  # a task's sys.exit() must not end the worker
+        except BaseException as exc:  # sys.exit(), CancelledError...: the task's, not the worker's
             outcome = Outcome(
                 succeeded=False,
                 exception=describe_exception(exc),

@@ -316,7 +316,12 @@ class Worker:
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        if os.environ.get("CARROT_WORKER_INDEX") is not None:
+            # A child of --processes: Ctrl-C reaches the whole process group and the
+            # supervisor forwards it as SIGTERM; counting both would be a "second signal".
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGINT, self._on_signal)
 
     def start(self) -> None:
         """Start every consumer (and the scheduler)."""

@@ -11,27 +11,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.test import override_settings
+from django.utils import module_loading
 
-from carrot.broker import Delivery, publisher
+from carrot.broker import Delivery
 from carrot.models import MessageLog
 from carrot.worker import QueueConsumer
-from tests.harness import wait_until
+from tests.harness import finished, node_worker, wait_until
 from tests.testapp.models import Effect
 from tests.testapp.tasks import add, chatty, crash, fail, on_other_queue, record, sleep_then_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def settled(log, timeout=20.0):
-    """Wait until ``log`` is COMPLETED or FAILED and return it fresh."""
-
-    def done():
-        row = MessageLog.objects.get(pk=log.pk)
-        return row if row.status in MessageLog.FINISHED_STATUSES else None
-
-    return wait_until(done, timeout, message=f"{log.task} to finish")
 
 
 def body(*args, **kwargs) -> bytes:
@@ -42,7 +31,7 @@ def body(*args, **kwargs) -> bytes:
 
 
 def test_a_task_completes_with_its_output_and_log(worker):
-    log = settled(chatty.delay())
+    log = finished(chatty.delay())
     assert log.status == "COMPLETED"
     assert log.output == "done"
     assert [r["message"] for r in log.log] == [
@@ -58,7 +47,7 @@ def test_a_task_completes_with_its_output_and_log(worker):
 
 
 def test_a_failing_task_is_failed_with_exception_traceback_and_log(worker):
-    log = settled(fail.delay("bad input"))
+    log = finished(fail.delay("bad input"))
     assert log.status == "FAILED"
     assert log.exception == "ValueError: bad input"
     assert "raise ValueError(message)" in log.traceback
@@ -75,7 +64,7 @@ def test_a_failing_task_is_failed_with_exception_traceback_and_log(worker):
 def test_a_task_from_task_modules_runs(worker):
     from carrot.utilities import publish_message
 
-    log = settled(publish_message("tests.testapp.plain_tasks.plain_multiply", 6, 7))
+    log = finished(publish_message("tests.testapp.plain_tasks.plain_multiply", 6, 7))
     assert (log.status, log.output) == ("COMPLETED", 42)
 
 
@@ -95,7 +84,7 @@ def test_higher_priority_runs_first(worker_factory, broker):
     high = on_other_queue.apply_async(args=("high",), priority=9)
     worker_factory("--no-scheduler", "--queues", "other").wait_ready(queues=1)
     for log in [*low, high]:
-        settled(log)
+        finished(log)
     order = list(Effect.objects.order_by("id").values_list("key", flat=True))
     assert order[0] == "high"
 
@@ -105,15 +94,27 @@ def test_a_foreign_message_gets_a_message_log(worker, broker):
         "default", body(4, 5), type="tests.testapp.tasks.add", app_id="someone-else"
     )
     log = wait_until(lambda: MessageLog.objects.filter(uuid=message_id).first(), 10)
-    log = settled(log)
+    log = finished(log)
     assert (log.status, log.output, log.task_args) == ("COMPLETED", 9, [4, 5])
+
+
+def test_a_message_id_in_another_uuid_spelling_runs_its_task(worker, broker):
+    # Upper case, no dashes: the same UUID as the row's, as another publisher may write it.
+    row = MessageLog.objects.create(
+        task="tests.testapp.tasks.add", queue="default", task_args=[2, 3], status="PUBLISHED"
+    )
+    broker.publish(
+        "default", body(2, 3), type="tests.testapp.tasks.add", message_id=row.uuid.hex.upper()
+    )
+    row = finished(row)
+    assert (row.status, row.output, row.attempts) == ("COMPLETED", 5, 1)
 
 
 def test_failure_callbacks_and_consumer_class_from_the_seed(worker_factory):
     worker_factory(
         "--no-scheduler", CARROT_TEST_OTHER_CONSUMER="tests.testapp.consumers.RecordingConsumer"
     ).wait_ready()
-    log = settled(fail.apply_async(args=("from other",), queue="other"))
+    log = finished(fail.apply_async(args=("from other",), queue="other"))
     assert log.status == "FAILED"
     wait_until(
         lambda: Effect.objects.filter(key=f"failure-callback:{log.uuid}:from other").exists(),
@@ -186,13 +187,13 @@ def test_malformed_messages_are_dead_lettered_recorded_and_the_worker_keeps_goin
     )
     assert not Path("/tmp/carrot-pwned").exists()
     # Still serving, same process.
-    assert settled(add.delay(1, 1)).status == "COMPLETED"
+    assert finished(add.delay(1, 1)).status == "COMPLETED"
     assert worker.proc.poll() is None
     assert broker.count("default") == 0
 
 
 def test_wrong_arguments_fail_once_and_are_not_retried(worker, broker):
-    log = settled(record.delay())  # missing the key argument
+    log = finished(record.delay())  # missing the key argument
     assert log.status == "FAILED"
     assert "TypeError" in log.exception
     time.sleep(0.5)
@@ -201,7 +202,7 @@ def test_wrong_arguments_fail_once_and_are_not_retried(worker, broker):
 
 
 def test_redelivery_of_a_finished_task_is_acked_and_skipped(worker, broker):
-    log = settled(record.delay("once"))
+    log = finished(record.delay("once"))
     broker.publish(
         "default",
         body("once"),
@@ -224,7 +225,7 @@ def test_the_same_message_id_twice_runs_once(worker, broker):
             message_id=message_id,
         )
     log = wait_until(lambda: MessageLog.objects.filter(uuid=message_id).first(), 10)
-    settled(log)
+    finished(log)
     worker.wait_for_log(rf"Skipping tests.testapp.tasks.sleep_then_record {message_id}")
     assert Effect.objects.filter(key="dup").count() == 1
 
@@ -258,7 +259,7 @@ def test_a_message_consumed_before_its_row_is_visible_waits_for_it(worker, broke
     log = MessageLog.objects.create(
         uuid=message_id, task="tests.testapp.tasks.record", task_args=["early"]
     )
-    assert settled(log).status == "COMPLETED"
+    assert finished(log).status == "COMPLETED"
     assert Effect.objects.filter(key="early").count() == 1
 
 
@@ -291,9 +292,14 @@ def test_unknown_task_names_import_nothing(name, monkeypatch):
     sys.modules.pop("antigravity", None)
     imported = []
     real_import = importlib.import_module
-    monkeypatch.setattr(
-        importlib, "import_module", lambda n, *a: imported.append(n) or real_import(n, *a)
-    )
+
+    def spy(n, *a):
+        imported.append(n)
+        return real_import(n, *a)
+
+    # Both entry points: Django's import_string calls its own reference to import_module.
+    monkeypatch.setattr(module_loading, "import_module", spy)
+    monkeypatch.setattr(importlib, "import_module", spy)
     consumer = QueueConsumer(None, "default")
     consumer.channel = StubChannel()
     delivery = Delivery(
@@ -329,7 +335,7 @@ def test_sigkill_mid_task_redelivers_and_the_task_completes(worker_factory, tmp_
     first.kill()
     assert MessageLog.objects.get(pk=log.pk).status == "IN_PROGRESS"
     worker_factory("--no-scheduler").wait_ready()
-    log = settled(log, 30)
+    log = finished(log, 30)
     assert log.status == "COMPLETED"
     assert (log.attempts, log.interruptions) == (2, 1)
     assert Effect.objects.filter(key="killed").count() == 1  # killed before its effect
@@ -353,7 +359,7 @@ def test_a_task_that_kills_its_worker_every_time_is_given_up(worker_factory, bro
     assert "Gave up after 2 interrupted attempts" in log.exception
     assert Effect.objects.filter(key="crasher").count() == 2  # max_interruptions + 1 runs
     assert proc.proc.poll() is None  # the last worker survived and keeps serving
-    assert settled(add.delay(2, 2)).output == 4
+    assert finished(add.delay(2, 2)).output == 4
     wait_until(lambda: broker.count("default") == 0, 10)
 
 
@@ -374,7 +380,7 @@ def test_sigterm_finishes_the_task_in_flight_and_exits_zero(worker_factory, tmp_
 
 def test_a_task_longer_than_the_heartbeat_keeps_its_connection(worker_factory, broker):
     proc = worker_factory("--no-scheduler", CARROT_TEST_HEARTBEAT="1").wait_ready()
-    log = settled(sleep_then_record.delay("long", 5), 30)
+    log = finished(sleep_then_record.delay("long", 5), 30)
     assert (log.status, log.attempts) == ("COMPLETED", 1)
     assert "reconnecting" not in proc.log()
     assert Effect.objects.filter(key="long").count() == 1
@@ -392,16 +398,14 @@ def test_worker_refuses_to_start_without_a_broker_and_says_how(worker_factory):
 
 
 @pytest.mark.fault
-def test_the_worker_reconnects_after_the_broker_restarts(worker_factory, rabbit_node):
-    carrot = dict(settings.CARROT, default_broker=rabbit_node.url)
-    proc = worker_factory("--no-scheduler", CARROT_TEST_BROKER=rabbit_node.url).wait_ready()
-    with override_settings(CARROT=carrot):
-        assert settled(add.delay(1, 1)).status == "COMPLETED"
-        rabbit_node.stop_app()
-        proc.wait_for_log("reconnecting in", 20)
-        rabbit_node.start_app()
-        proc.wait_for_log(r"Consuming '", 60, count=4)
-        log = settled(add.delay(2, 2), 30)
-        publisher.close()
+def test_the_worker_reconnects_after_the_broker_restarts(worker_factory, node):
+    # The node fixture restores the private node (running, empty) even if this fails.
+    proc = node_worker(worker_factory, node)
+    assert finished(add.delay(1, 1)).status == "COMPLETED"
+    node.stop_app()
+    proc.wait_for_log("reconnecting in", 20)
+    node.start_app()
+    proc.wait_for_log(r"Consuming '", 60, count=4)
+    log = finished(add.delay(2, 2), 30)
     assert log.output == 4
     assert proc.proc.poll() is None
