@@ -51,7 +51,8 @@ def _staff_check(request: HttpRequest, permission: str | None) -> HttpResponseBa
         target = request.get_full_path()
         if HtmxDetails(request):
             current = HtmxDetails(request).current_url_abs_path or target
-            return HttpResponseClientRedirect(f"{login_url()}?next={current}")
+            # redirect_to_login quotes ``next`` (a query string in it must survive).
+            return HttpResponseClientRedirect(redirect_to_login(current, login_url()).url)
         return redirect_to_login(target, login_url())
     if not (user.is_active and user.is_staff):
         raise PermissionDenied("The carrot monitor is for staff users.")

@@ -155,11 +155,15 @@ class ScheduleForm(forms.Form):
             raise forms.ValidationError(f"{name!r} is not a registered task.")
         return name
 
+    # Both fields are shown masked (a positional argument may be a dict with a secret);
+    # a mask sent back unchanged keeps the stored secret.
+    def clean_task_args(self) -> list[Any]:
+        data = self.cleaned_data["task_args"]
+        return data if self.instance is None else unmask(data, self.instance.task_args)
+
     def clean_task_kwargs(self) -> dict[str, Any]:
         data = self.cleaned_data["task_kwargs"]
-        if self.instance is not None:
-            data = unmask(data, self.instance.task_kwargs)  # masked secrets stay as they were
-        return data
+        return data if self.instance is None else unmask(data, self.instance.task_kwargs)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

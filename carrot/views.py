@@ -315,11 +315,14 @@ def task_delete(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """Delete a finished task's row (a queued copy of it is then skipped by workers)."""
     log = get_object_or_404(MessageLog, uuid=pk)
     slug = _status_slug(log.status)
-    if log.status == MessageLog.IN_PROGRESS:
-        notify(request, "A task that is running cannot be deleted.", "error")
-    else:
-        log.delete()
+    # Conditional: the row may have started running since the page was drawn.
+    deleted, _ = (
+        MessageLog.objects.filter(pk=log.pk).exclude(status=MessageLog.IN_PROGRESS).delete()
+    )
+    if deleted:
         notify(request, f"Deleted {log.task}.")
+    else:
+        notify(request, "A task that is running cannot be deleted.", "error")
     if htmx(request).target == "task-detail":
         return HttpResponseClientRedirect(reverse("carrot:tasks", args=[slug]))
     return _after_action(request, slug)
@@ -371,8 +374,9 @@ def _delete_batched(qs: QuerySet[MessageLog], batch: int = 1000, batches: int = 
         ids = list(qs.order_by("id").values_list("id", flat=True)[:batch])
         if not ids:
             break
-        MessageLog.objects.filter(id__in=ids).delete()
-        deleted += len(ids)
+        # Through qs again: a row that left its status meanwhile (started) is kept.
+        _, per_model = qs.filter(id__in=ids).delete()
+        deleted += per_model.get(MessageLog._meta.label, 0)
     return deleted
 
 
