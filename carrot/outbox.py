@@ -89,8 +89,8 @@ class _Cleaner:
             refused = [r for kind, items in batch if kind == "refused" for r in items]
             try:
                 close_old_connections()
-                if confirmed:
-                    OutboxEntry.objects.filter(pk__in=confirmed).delete()
+                for start in range(0, len(confirmed), 5000):  # under SQLite's variable limit
+                    OutboxEntry.objects.filter(pk__in=confirmed[start : start + 5000]).delete()
                 for log_id, reason in refused:
                     logger.error("Task %s was not published: %s", log_id, reason)
                     MessageLog.objects.filter(pk=log_id).mark_failed(
@@ -209,7 +209,12 @@ def insert_with_outbox(logs: list[MessageLog], using: str) -> None:
         f"{q('created_at')}, {q('attempts')}, {q('last_error')}) VALUES (%s, %s, 0, '')"
     )
     if conn.vendor not in _RETURNING_VENDORS:
-        MessageLog.objects.using(using).bulk_create(logs, batch_size=500)
+        # bulk_create sets the ids only where the database returns them (not MySQL).
+        if conn.features.can_return_rows_from_bulk_insert:
+            MessageLog.objects.using(using).bulk_create(logs, batch_size=500)
+        else:
+            for log in logs:
+                log.save(using=using, force_insert=True)
         with conn.cursor() as cursor:
             cursor.executemany(outbox_sql, [(log.pk, created) for log in logs])
         return

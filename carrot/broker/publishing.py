@@ -146,9 +146,12 @@ class Publisher:
                     if bucket is not None:
                         declare_delay_queue(state.channel, queue, bucket)
                     state.declared.add(routing_key)
-            except (pex.ChannelClosedByBroker, QueueMismatch):
+            except QueueMismatch:
                 self._drop(broker)
                 raise
+            except pex.ChannelClosedByBroker as exc:  # e.g. 403: the user may not declare it
+                self._drop(broker)
+                raise PublishError(f"Cannot publish {task}: {_describe(exc)}.") from exc
             except (pex.AMQPError, OSError) as exc:
                 self._drop(broker)
                 # A reused connection may have died while idle.

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import takewhile
 from typing import Any
 
 import pika
@@ -84,6 +85,7 @@ class Relay:
         self._settled = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._reached_ready = False  # the current connection got to confirm mode
         self._connection: Any = None
         self._channel: Any = None
         # Owned by the I/O thread:
@@ -205,6 +207,7 @@ class Relay:
     def _run(self) -> None:
         backoff = 0.5
         while not self._stopping:
+            self._reached_ready = False
             parameters = connection_parameters(
                 self.broker,
                 self.config,
@@ -223,8 +226,8 @@ class Relay:
             self._connection = None
             if self._stopping:
                 break
-            if self._ready.is_set():
-                backoff = 0.5
+            if self._reached_ready:
+                backoff = 0.5  # this connection worked: the next outage starts over
             self._wake.wait(backoff)  # set by ensure_ready() to retry at once
             self._wake.clear()
             backoff = min(backoff * 2, 10.0)
@@ -267,6 +270,7 @@ class Relay:
 
     def _on_unblocked(self, _connection: Any, _frame: Any) -> None:
         self.blocked = False
+        self._flush()  # what waited during the alarm goes out now, not with the next delay()
 
     def _on_channel(self, channel: Any) -> None:
         self._channel = channel
@@ -278,6 +282,7 @@ class Relay:
         channel.confirm_delivery(self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame: Any) -> None:
+        self._reached_ready = True
         self._last_attempt = time.monotonic()
         self._attempts_done += 1
         self.down_since = None
@@ -365,7 +370,8 @@ class Relay:
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
         if method.multiple:
-            tags = [t for t in self._unconfirmed if t <= method.delivery_tag]
+            # Tags rise in insertion order: stop at the first one past the confirm.
+            tags = list(takewhile(lambda t: t <= method.delivery_tag, self._unconfirmed))
         else:
             tags = [method.delivery_tag]
         confirmed: list[int] = []
