@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from carrot.conf import get_config
+from carrot.exceptions import CarrotError
 from carrot.models import MessageLog, ScheduledTask
 from carrot.outbox import publish_outboxed, save_with_outbox
 from carrot.publisher import enqueue, prepare
@@ -76,7 +77,7 @@ def publish_tick(
         return False
     try:
         prepared = prepare(**_call(row), scheduled_for=tick)
-    except (ValueError, TypeError, LookupError) as exc:
+    except (CarrotError, ValueError, TypeError) as exc:  # e.g. a queue no longer configured
         if scheduler.claim(row.pk, expected, following):
             scheduler._warn_once(
                 row.pk, "Schedule %r cannot be published (%s); skipped", row.task_name, exc

@@ -252,6 +252,16 @@ def test_a_schedule_for_an_unknown_task_is_skipped_not_fatal(broker, caplog):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_schedule_for_a_queue_no_longer_configured_does_not_block_the_others(broker, caplog):
+    make_schedule(task_name="a-orphan", queue="removed-from-settings")
+    fine = make_schedule(task_name="b-fine")
+    published = Scheduler().publish_due(NOW)
+    assert [log.schedule_id for log in published] == [fine.pk]
+    assert "cannot be published" in caplog.text and "removed-from-settings" in caplog.text
+    assert ScheduledTask.objects.get(task_name="a-orphan").next_run_at > NOW
+
+
+@pytest.mark.django_db(transaction=True)
 def test_run_now_publishes_outside_the_cadence(broker):
     schedule = make_schedule(next_run_at=NOW + timedelta(hours=1))
     log = run_now(schedule)
@@ -291,7 +301,7 @@ def test_a_broker_outage_leaves_the_tick_in_the_outbox_until_it_returns(broker):
         entry = OutboxEntry.objects.get(pk=log.pk)
         assert "connection refused" in entry.last_error
         assert sweep_outbox(timezone.now() + timedelta(minutes=1)) == 0
-    MessageLog.objects.filter(pk=log.pk).update(status="PUBLISHED")
+    assert MessageLog.objects.get(pk=log.pk).status == "PUBLISHED"  # waiting, not failed
     assert sweep_outbox(timezone.now() + timedelta(minutes=5)) == 1
     assert broker.count("default") == 1
     assert MessageLog.objects.get(pk=log.pk).status == "PUBLISHED"
