@@ -38,6 +38,17 @@ def wait_until(
         time.sleep(interval)
 
 
+def finished(log: Any, timeout: float = 30.0) -> Any:
+    """Wait until ``log`` is COMPLETED or FAILED and return its row, fresh."""
+    from carrot.models import MessageLog
+
+    def done() -> Any:
+        row = MessageLog.objects.get(pk=log.pk)
+        return row if row.status in MessageLog.FINISHED_STATUSES else None
+
+    return wait_until(done, timeout, message=f"{log.task} to finish")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,6 +63,18 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+def django_shell(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with ``manage.py shell -c`` on the test database; return the result."""
+    return subprocess.run(
+        [sys.executable, "-m", "django", "shell", "-c", script],
+        env=subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class WorkerProcess:
@@ -164,7 +187,7 @@ class BrokerClient:
         """
         from carrot.outbox import flush
 
-        flush(10)
+        assert flush(10), "the relay did not publish what delay() handed over"
         try:
             return self.channel.queue_declare(queue, passive=True).method.message_count
         except pika.exceptions.ChannelClosedByBroker:
@@ -193,7 +216,7 @@ class BrokerClient:
     def get(self, queue: str) -> tuple[Any, bytes] | None:
         from carrot.outbox import flush
 
-        flush(10)
+        assert flush(10), "the relay did not publish what delay() handed over"
         method, properties, body = self.channel.basic_get(queue, auto_ack=True)
         return None if method is None else (properties, body)
 

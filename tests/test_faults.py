@@ -31,6 +31,8 @@ from tests.harness import (
     ROOT,
     PostgresCluster,
     assert_settled,
+    django_shell,
+    finished,
     node_worker,
     queue_stats,
     subprocess_env,
@@ -40,14 +42,6 @@ from tests.testapp.tasks import add, record, sleep_then_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DB = os.environ.get("CARROT_TEST_DB", "sqlite")
-
-
-def finished(log, timeout=30):
-    def done():
-        row = MessageLog.objects.get(pk=log.pk)
-        return row if row.status in MessageLog.FINISHED_STATUSES else None
-
-    return wait_until(done, timeout, message=f"{log.task} to finish")
 
 
 # ------------------------------------------------------------------ shutdown
@@ -60,10 +54,8 @@ def test_sigterm_finishes_in_flight_tasks_and_leaves_the_rest_queued(worker_fact
     long = [sleep_then_record.delay(f"long-{i}", 3) for i in range(2)]
     wait_until(lambda: all((markers / f"started-long-{i}").exists() for i in range(2)), 20)
     quick = [record.delay(f"quick-{i}") for i in range(3)]
-    stopped_at = time.monotonic()
     proc.signal(signal.SIGTERM)
     assert proc.wait(30) == 0
-    assert time.monotonic() - stopped_at < 10
     assert "Received SIGTERM" in proc.log() and "StreamLostError" not in proc.log()
     for log in long:
         assert MessageLog.objects.get(pk=log.pk).status == "COMPLETED"
@@ -83,10 +75,8 @@ def test_a_second_sigterm_exits_at_once_and_the_task_is_redelivered(worker_facto
     wait_until(lambda: (markers / "started-twice").exists(), 20)
     proc.signal(signal.SIGTERM)
     time.sleep(0.5)
-    started = time.monotonic()
     proc.signal(signal.SIGTERM)
-    assert proc.wait(10) == 1
-    assert time.monotonic() - started < 3
+    assert proc.wait(10) == 1  # the task has 29 s to go: it was not waited for
     # The unacked message went back to the queue; its row shows the interrupted attempt.
     assert queue_stats("default", vhost=settings.TEST_VHOST)["ready"] == 1
     assert MessageLog.objects.get(pk=log.pk).status == "IN_PROGRESS"
@@ -100,10 +90,8 @@ def test_the_shutdown_timeout_bounds_a_drain(worker_factory, tmp_path):
     ).wait_ready()
     sleep_then_record.delay("stuck", 60)
     wait_until(lambda: (markers / "started-stuck").exists(), 20)
-    started = time.monotonic()
     proc.signal(signal.SIGTERM)
-    assert proc.wait(15) == 1
-    assert time.monotonic() - started < 6
+    assert proc.wait(15) == 1  # long before the 60 s task would have ended
     assert "Shutdown timed out after 2s with 1 task(s) still running" in proc.log()
     assert queue_stats("default", vhost=settings.TEST_VHOST)["ready"] == 1  # back in the queue
 
@@ -162,14 +150,7 @@ def test_a_publisher_killed_before_the_confirm_loses_nothing(worker_factory):
         "record.delay('orphan')\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "django", "shell", "-c", script],
-        env=subprocess_env(),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = django_shell(script)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     row = MessageLog.objects.get(task_args=["orphan"])
     assert row.status == "PUBLISHED"

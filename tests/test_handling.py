@@ -13,19 +13,11 @@ from carrot.broker import Delivery, delay_bucket
 from carrot.models import MessageLog, WorkerHeartbeat
 from carrot.recorder import Recorder
 from carrot.tasks import resolve_eta
-from tests.harness import wait_until
+from tests.harness import finished, wait_until
 from tests.testapp.models import Effect
 from tests.testapp.tasks import add, blocked_sleep, busy_loop, record
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def finished(log, timeout=30):
-    def done():
-        row = MessageLog.objects.get(pk=log.pk)
-        return row if row.status in MessageLog.FINISHED_STATUSES else None
-
-    return wait_until(done, timeout, message=f"{log.task} to finish")
 
 
 def test_delay_buckets_are_powers_of_two():

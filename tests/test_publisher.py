@@ -10,11 +10,12 @@ from django.db import transaction
 from django.test import override_settings
 
 from carrot import BrokerUnavailable, PublishError, TaskNotRegistered
-from carrot.broker import Publisher, declare_queue, publisher, queue_arguments
+from carrot.broker import declare_queue, publisher, queue_arguments
 from carrot.conf import get_config
 from carrot.exceptions import NotRequeueable, QueueMismatch
 from carrot.models import MessageLog
 from carrot.publisher import enqueue
+from tests.harness import django_shell
 from tests.testapp.tasks import add, on_other_queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -254,10 +255,21 @@ def test_requeue_refuses_rejected_messages_and_unknown_tasks():
 
 
 def test_publisher_forgets_connections_in_a_forked_child():
-    p = Publisher()
-    p._states()["x"] = "parent-state"
-    p._forget_all()
-    assert p._states() == {}
+    # A real fork (in a process of its own: forking pytest's threads would warn): the
+    # child must not share the parent's socket.
+    script = (
+        "import os\n"
+        "from carrot.broker import publisher\n"
+        "publisher._states()['x'] = 'parent-state'\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if publisher._states() == {} else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "assert publisher._states() == {'x': 'parent-state'}\n"
+        "raise SystemExit(os.waitstatus_to_exitcode(status))\n"
+    )
+    proc = django_shell(script)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_rows_without_a_routing_key_are_requeued_to_their_queue(broker):

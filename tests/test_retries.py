@@ -8,7 +8,7 @@ from carrot import InvalidTask, Retry, task
 from carrot.models import MessageLog
 from carrot.retries import retry_delay
 from carrot.tasks import make_task
-from tests.harness import wait_until
+from tests.harness import finished, wait_until
 from tests.testapp.models import Effect
 from tests.testapp.tasks import asks_for_retry, flaky, only_value_errors_retry
 
@@ -79,14 +79,6 @@ def test_bad_retry_options_fail_at_decoration(options, fragment):
 # ------------------------------------------------------------------ end to end
 
 pytestmark_e2e = pytest.mark.django_db(transaction=True)
-
-
-def finished(log, timeout=30):
-    def done():
-        row = MessageLog.objects.get(pk=log.pk)
-        return row if row.status in MessageLog.FINISHED_STATUSES else None
-
-    return wait_until(done, timeout, message=f"{log.task} to finish")
 
 
 @pytestmark_e2e
