@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 SYSTEM_PYTHON ?= python3
 LINT_PATHS := carrot tests example_project $(wildcard bench)
 
-.PHONY: install system-deps demo test test-sqlite test-postgres test-slow lint format bench clean
+.PHONY: install system-deps demo test test-unit test-sqlite test-postgres test-slow lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -40,9 +40,14 @@ demo: install
 	  trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
 	  $(PY) manage.py runserver 127.0.0.1:8000; }
 
+# Every tier (tests/unit, integration, faults, browser) on SQLite, then on PostgreSQL.
 test: install system-deps
 	CARROT_TEST_DB=sqlite $(PYTEST) -m "not slow"
 	CARROT_TEST_DB=postgres $(PYTEST) -m "not slow"
+
+# The unit tier alone: no broker, no database server.
+test-unit: install
+	CARROT_TEST_DB=sqlite $(PYTEST) tests/unit
 
 test-sqlite: install system-deps
 	CARROT_TEST_DB=sqlite $(PYTEST) -m "not slow"

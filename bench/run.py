@@ -60,11 +60,9 @@ def setup(db: str) -> None:
 def reset_broker() -> None:
     from django.conf import settings
 
-    from carrot.broker import publisher
-    from carrot.outbox import relays
+    from carrot.broker.relays import relays
 
     relays.stop_all()
-    publisher.close()
     rabbitmqctl("delete_vhost", settings.VHOST)
     rabbitmqctl("add_vhost", settings.VHOST)
     rabbitmqctl("set_permissions", "-p", settings.VHOST, "guest", ".*", ".*", ".*")
@@ -187,7 +185,7 @@ def raw_latency(samples: int) -> list[float]:
 
 def carrot_enqueue(n: int) -> float:
     from bench.tasks import noop
-    from carrot import outbox
+    from carrot.models import handover as outbox
 
     noop.delay(-1)  # a warm connection, as in a running web process
     outbox.flush(120)  # start idle: the previous repeat's messages are all published
@@ -201,7 +199,7 @@ def carrot_enqueue_many(n: int) -> tuple[float, float]:
     """Return tasks/s until delay_many() returned (rows and outbox entries committed: each
     task is then guaranteed) and until RabbitMQ confirmed every message."""
     from bench.tasks import noop
-    from carrot import outbox
+    from carrot.models import handover as outbox
 
     outbox.flush(120)  # start idle: the previous repeat's messages are all published
     started = time.perf_counter()
@@ -409,7 +407,7 @@ ROW_PREFIX = "BENCH-ROW "
 
 def drain_in_subprocess(db: str, n: int, repeat: int, raw_rate: float, add: Add) -> None:
     """Run ``drain_rows`` for ``db`` in a child process and add the rows it reports."""
-    from carrot.outbox import relays
+    from carrot.broker.relays import relays
 
     relays.stop_all()  # the child recreates the vhost; our relay would only log its loss
     cmd = [sys.executable, __file__, "--drain-only", db, "--repeat", str(repeat)]

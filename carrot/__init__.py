@@ -13,8 +13,7 @@ from carrot.exceptions import (
     TimeLimitExceeded,
 )
 from carrot.tasks import Task, periodic, task
-
-__version__ = "2.0.0.dev0"
+from carrot.version import __version__
 
 __all__ = [
     "BrokerError",
@@ -28,6 +27,7 @@ __all__ = [
     "Task",
     "TaskNotRegistered",
     "TimeLimitExceeded",
+    "__version__",
     "periodic",
     "task",
 ]

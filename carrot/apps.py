@@ -9,7 +9,7 @@ class CarrotConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from carrot import checks, helper_tasks  # noqa: F401  (checks and built-in tasks)
-        from carrot.registry import autodiscover
+        # lazy: they import the models, which exist only once Django has loaded the apps.
+        from carrot import checks, discovery, helper_tasks  # noqa: F401  (checks, built-in tasks)
 
-        autodiscover()
+        discovery.autodiscover()

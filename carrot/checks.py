@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
 from carrot.conf import get_problems, parse
+from carrot.worker.consumer import QueueConsumer
 
 
 @checks.register("carrot")
@@ -24,8 +26,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 @checks.register("carrot")
 def check_importable(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """Check that task modules, consumer classes and monitor decorators can be imported."""
-    from django.conf import settings
-
     config, _ = parse(getattr(settings, "CARROT", None))
     out: list[checks.CheckMessage] = []
     for index, module in enumerate(config.task_modules):
@@ -42,8 +42,6 @@ def check_importable(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                     id="carrot.E005",
                 )
             )
-    from carrot.worker import QueueConsumer
-
     for queue in config.queues:
         try:
             cls = import_string(queue.consumer_class)

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from carrot.worker import QueueConsumer, add_failure_callback
+from carrot.worker.consumer import QueueConsumer, add_failure_callback
 
 __all__ = ["Consumer", "ConsumerSet", "add_failure_callback"]
 

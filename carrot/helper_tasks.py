@@ -7,6 +7,7 @@ import logging
 from django.utils import timezone
 
 from carrot.conf import get_config
+from carrot.models import MessageLog
 from carrot.tasks import task
 
 logger = logging.getLogger("carrot")
@@ -17,8 +18,6 @@ MAX_BATCHES_PER_RUN = 100
 @task
 def cleanup() -> int:
     """Delete COMPLETED MessageLogs older than CARROT['completed_retention'], in batches."""
-    from carrot.models import MessageLog
-
     config = get_config()
     retention = config.completed_retention
     if retention is None:

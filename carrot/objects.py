@@ -10,8 +10,10 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
+from carrot.broker.connection import connect
+from carrot.broker.topology import declare_queue
 from carrot.conf import BrokerConfig, QueueConfig, get_config, parse_broker
-from carrot.messages import APP_ID, CONTENT_TYPE
+from carrot.messages import APP_ID, CONTENT_TYPE, decode_body
 from carrot.registry import registry
 
 __all__ = ["BaseMessageSerializer", "DefaultMessageSerializer", "Message", "VirtualHost"]
@@ -54,8 +56,6 @@ class VirtualHost:
     @property
     def blocking_connection(self) -> Any:
         """Connect to the virtual host and return the (pika) blocking connection."""
-        from carrot.broker import connect
-
         return connect(self.broker, get_config(), heartbeat=None, name="carrot", doing="connect")
 
 
@@ -94,8 +94,6 @@ class BaseMessageSerializer:
 
     def serialize_arguments(self, body: str | bytes) -> tuple[list[Any], dict[str, Any]]:
         """Return the (args, kwargs) in a JSON message body."""
-        from carrot.messages import decode_body
-
         raw = body.encode() if isinstance(body, str) else body
         return decode_body(raw, max_bytes=get_config().max_message_bytes)
 
@@ -142,8 +140,6 @@ class Message:
     @property
     def connection_channel(self) -> tuple[Any, Any]:
         """Declare the queue and return (connection, channel) of the virtual host."""
-        from carrot.broker import connect, declare_queue
-
         queue = self._queue_config()
         connection = connect(
             queue.broker, get_config(), heartbeat=None, name="carrot", doing="open a channel"
@@ -154,7 +150,8 @@ class Message:
 
     def publish(self, pika_log_level: int | None = None) -> Any:
         """Record a MessageLog and publish; return the MessageLog."""
-        from carrot.publisher import enqueue
+        # lazy: like the seed's, this module is importable before Django has loaded the models.
+        from carrot.publishing.enqueue import enqueue
 
         log = enqueue(
             self.task,

@@ -2,14 +2,12 @@
 
 The worker, the scheduler and the monitor look names up here. Nothing in carrot imports a
 module because a message or a form named it; modules are imported at startup by
-``autodiscover()`` (every installed app's ``tasks`` module plus ``CARROT['task_modules']``).
+``carrot.discovery.autodiscover()`` (every installed app's ``tasks`` module plus
+``CARROT['task_modules']``).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import logging
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -17,10 +15,8 @@ from typing import TYPE_CHECKING
 from carrot.exceptions import TaskNotRegistered
 
 if TYPE_CHECKING:
-    from carrot.scheduler import Declaration
+    from carrot.scheduling.declaration import Declaration
     from carrot.tasks import Task
-
-logger = logging.getLogger(__name__)
 
 
 class Registry:
@@ -35,11 +31,6 @@ class Registry:
         """Add ``task``; a re-import of the same module replaces its earlier entry."""
         with self._lock:
             self._tasks[task.name] = task
-
-    def unregister(self, name: str) -> None:
-        """Remove the task called ``name`` if it is registered."""
-        with self._lock:
-            self._tasks.pop(name, None)
 
     def get(self, name: str) -> Task | None:
         """Return the task called ``name``, or None."""
@@ -80,39 +71,3 @@ class Registry:
 
 
 registry = Registry()
-
-
-def register_module_functions(module_path: str) -> None:
-    """Register the public functions defined in a CARROT['task_modules'] module.
-
-    The seed let any function of a listed module run as a task; listing the module is the
-    explicit allow-list, so its plain functions become tasks with default options.
-    """
-    from carrot.tasks import Task, make_task
-
-    module = importlib.import_module(module_path)
-    for attr, value in vars(module).items():
-        if attr.startswith("_") or isinstance(value, Task):
-            continue
-        if inspect.isfunction(value) and value.__module__ == module.__name__:
-            name = f"{value.__module__}.{value.__qualname__}"
-            if name not in registry:
-                registry.register(make_task(value))
-
-
-def autodiscover() -> None:
-    """Import every installed app's ``tasks`` module and the CARROT['task_modules']."""
-    from django.utils.module_loading import autodiscover_modules
-
-    from carrot.conf import get_config
-
-    autodiscover_modules("tasks")
-    for module_path in get_config().task_modules:
-        try:
-            register_module_functions(module_path)
-        except ModuleNotFoundError as exc:
-            # A missing listed module is reported by the system check carrot.E005; an
-            # ImportError raised *inside* an existing module is a bug and propagates.
-            if exc.name is None or not module_path.startswith(exc.name):
-                raise
-            logger.warning("CARROT['task_modules'] lists %r, which cannot be imported", module_path)

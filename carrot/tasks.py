@@ -8,8 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
-from carrot.exceptions import InvalidTask
+from django.conf import settings
+
+from carrot.conf import get_config
+from carrot.exceptions import InvalidTask, UnknownQueue
+from carrot.messages import normalise_arguments
 from carrot.registry import registry
+from carrot.scheduling.cadence import Cadence
+from carrot.scheduling.declaration import Declaration
 
 if TYPE_CHECKING:
     from carrot.models import MessageLog
@@ -53,7 +59,16 @@ class Task:
         self, calls: Any, *, queue: str | None = None, priority: int | None = None
     ) -> list[MessageLog]:
         """Publish many calls at once; ``calls`` yields ``(args, kwargs)`` pairs."""
-        return _delay_many(self, calls, queue=queue, priority=priority)
+        # lazy: carrot.tasks is imported with the package, before Django has loaded the models.
+        from carrot.publishing.enqueue import enqueue_many
+
+        return enqueue_many(
+            self.name,
+            calls,
+            queue=queue or self.queue,
+            priority=self.priority if priority is None else priority,
+            who=f"{self.func.__name__}.delay_many()",
+        )
 
     def apply_async(
         self,
@@ -70,7 +85,8 @@ class Task:
         ``countdown`` (seconds) or ``eta`` (an aware datetime) delay the first run; the
         message waits in RabbitMQ, not in a worker, so a restart does not lose it.
         """
-        from carrot.publisher import enqueue
+        # lazy: carrot.tasks is imported with the package, before Django has loaded the models.
+        from carrot.publishing.enqueue import enqueue
 
         return enqueue(
             self.name,
@@ -81,20 +97,6 @@ class Task:
             who=f"{self.func.__name__}.apply_async()",
             eta=resolve_eta(countdown, eta),
         )
-
-
-def _delay_many(
-    task: Task, calls: Any, *, queue: str | None = None, priority: int | None = None
-) -> list[MessageLog]:
-    from carrot.publisher import enqueue_many
-
-    return enqueue_many(
-        task.name,
-        calls,
-        queue=queue or task.queue,
-        priority=task.priority if priority is None else priority,
-        who=f"{task.func.__name__}.delay_many()",
-    )
 
 
 def resolve_eta(countdown: Any, eta: Any) -> datetime | None:
@@ -161,12 +163,7 @@ def _validate_options(func: Any, queue: Any, priority: Any) -> None:
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise InvalidTask(f"@task(priority=...) for {where} must be an integer, got {priority!r}.")
     max_priority = 255
-    from django.conf import settings
-
     if settings.configured:
-        from carrot.conf import get_config
-        from carrot.exceptions import UnknownQueue
-
         try:
             max_priority = get_config().queue(queue).max_priority
         except UnknownQueue as exc:
@@ -278,8 +275,6 @@ def periodic(
     ``name`` (default: the task name) identifies the schedule; use it to declare several
     schedules for one task. ``timezone`` (cron only) defaults to ``settings.TIME_ZONE``.
     """
-    from carrot.messages import normalise_arguments
-    from carrot.scheduler import Cadence, Declaration
 
     def decorator(f: Callable[..., Any]) -> Task:
         if isinstance(f, Task):

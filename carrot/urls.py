@@ -1,26 +1,5 @@
 """The monitor: ``path("carrot/", include("carrot.urls"))`` at any prefix."""
 
-from django.urls import path
+from carrot.monitor.urls import app_name, urlpatterns
 
-from carrot import assets, schedule_views, views
-
-app_name = "carrot"
-
-urlpatterns = [
-    path("", views.index, name="index"),
-    path("tasks/<slug:slug>/", views.task_list, name="tasks"),
-    path("tasks/<slug:slug>/bulk/", views.bulk_action, name="bulk"),
-    path("counts/", views.tab_counts, name="counts"),
-    path("task/<uuid:pk>/", views.task_detail, name="task"),
-    path("task/<uuid:pk>/requeue/", views.task_requeue, name="requeue"),
-    path("task/<uuid:pk>/delete/", views.task_delete, name="delete"),
-    path("queues/<str:name>/purge/", views.queue_purge, name="purge"),
-    path("schedules/", schedule_views.schedule_list, name="schedules"),
-    path("schedules/new/", schedule_views.schedule_create, name="schedule_create"),
-    path("schedules/preview/", schedule_views.schedule_preview, name="schedule_preview"),
-    path("schedules/<int:pk>/", schedule_views.schedule_edit, name="schedule_edit"),
-    path("schedules/<int:pk>/delete/", schedule_views.schedule_delete, name="schedule_delete"),
-    path("schedules/<int:pk>/toggle/", schedule_views.schedule_toggle, name="schedule_toggle"),
-    path("schedules/<int:pk>/run/", schedule_views.schedule_run, name="schedule_run"),
-    path("assets/<str:version>/<str:name>", assets.asset, name="asset"),
-]
+__all__ = ["app_name", "urlpatterns"]

@@ -116,7 +116,8 @@ def create_scheduled_task(
     **kwargs: Any,
 ) -> Any:
     """Create (or update) a ScheduledTask that publishes ``task`` every ``interval``."""
-    from carrot.schedules import create_scheduled_task as create
+    # lazy: like the seed's, this module is importable before Django has loaded the models.
+    from carrot.scheduling.edits import create_scheduled_task as create
 
     return create(validate_task(task), interval, queue=queue, **kwargs)
 

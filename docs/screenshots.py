@@ -161,7 +161,7 @@ def prepare_database() -> None:
 def create_schedules(procs: Processes) -> None:
     """The declared heartbeat (synced from code) plus two schedules made by a person."""
     from carrot.models import ScheduledTask
-    from carrot.scheduler import next_run
+    from carrot.scheduling.cadence import Cadence, next_run
     from carrot.utilities import create_scheduled_task
 
     log(procs.manage("carrot_schedules", "--sync").strip().replace("\n", "; "))
@@ -173,7 +173,7 @@ def create_schedules(procs: Processes) -> None:
         timezone="Europe/Berlin",
         task_args=[1, 2],
     )
-    nightly.next_run_at = next_run(nightly.cadence, now)
+    nightly.next_run_at = next_run(Cadence.of(nightly), now)
     nightly.save()
     # An interval schedule through the 1.x helper, paused to show the switch turned off.
     reports = create_scheduled_task("demo.tasks.report", {"hours": 6}, user_id=7)
@@ -207,7 +207,7 @@ def publish_sample_tasks() -> dict[str, Any]:
     from demo import tasks
 
     from carrot.models import ScheduledTask
-    from carrot.schedules import run_now
+    from carrot.scheduling.edits import run_now
 
     rows = {
         "add": tasks.add.delay(2, 3),

@@ -1,4 +1,6 @@
-"""Fixtures: a real RabbitMQ virtual host per session, real worker processes, a private node."""
+"""Fixtures shared by the tiers: a RabbitMQ virtual host per session, real worker
+processes, a private node. The integration, faults and browser tiers require the broker
+(their conftest.py); the unit tier needs no broker and no database server."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def _broker_up() -> bool:
         return False
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def rabbit_vhost() -> Iterator[str]:
     """Create this session's virtual host on the shared broker, and delete it afterwards."""
     if not _broker_up():
@@ -37,11 +39,9 @@ def rabbit_vhost() -> Iterator[str]:
     rabbitmqctl("add_vhost", vhost, check=False)
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     yield vhost
-    from carrot.broker import publisher
-    from carrot.outbox import relays
+    from carrot.broker.relays import relays
 
     relays.stop_all(2)
-    publisher.close()
     rabbitmqctl("delete_vhost", vhost, check=False)
 
 
@@ -110,13 +110,13 @@ def node(rabbit_node: RabbitNode) -> Iterator[RabbitNode]:
     """The private node as this process's broker; afterwards it runs, unblocked and empty."""
     from django.test import override_settings
 
-    from carrot.broker import publisher
+    from carrot.broker.relays import relays
 
     client = BrokerClient(rabbit_node.url)
     carrot = dict(settings.CARROT, default_broker=rabbit_node.url, publish_timeout=5)
     with override_settings(CARROT=carrot):
         yield rabbit_node
-        publisher.close()
+        relays.stop_all(1)
     rabbit_node.ensure_running()
     rabbit_node.ctl("set_vm_memory_high_watermark", "0.4", check=False)
     for queue in ("default", "default.dlq", "other", "other.dlq"):

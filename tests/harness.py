@@ -65,11 +65,11 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def django_shell(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def django_shell(script: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``script`` with ``manage.py shell -c`` on the test database; return the result."""
     return subprocess.run(
         [sys.executable, "-m", "django", "shell", "-c", script],
-        env=subprocess_env(),
+        env=subprocess_env(**env),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -177,7 +177,10 @@ class BrokerClient:
 
     def close(self) -> None:
         if self._connection is not None and self._connection.is_open:
-            self._connection.close()
+            try:
+                self._connection.close()
+            except (pika.exceptions.AMQPError, OSError):
+                pass  # the broker closed it first
         self._connection = None
 
     def count(self, queue: str) -> int:
@@ -185,7 +188,7 @@ class BrokerClient:
 
         This process's relay is flushed first: what delay() handed over is counted.
         """
-        from carrot.outbox import flush
+        from carrot.models.handover import flush
 
         assert flush(10), "the relay did not publish what delay() handed over"
         try:
@@ -200,7 +203,7 @@ class BrokerClient:
             return 0
 
     def purge(self, *queues: str) -> None:
-        from carrot.outbox import flush
+        from carrot.models.handover import flush
 
         flush(10)  # what delay() handed over arrives first, then it is purged
         for queue in queues:
@@ -214,7 +217,7 @@ class BrokerClient:
             self.channel.queue_delete(queue)
 
     def get(self, queue: str) -> tuple[Any, bytes] | None:
-        from carrot.outbox import flush
+        from carrot.models.handover import flush
 
         assert flush(10), "the relay did not publish what delay() handed over"
         method, properties, body = self.channel.basic_get(queue, auto_ack=True)

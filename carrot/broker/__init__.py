@@ -1,46 +1,14 @@
 """RabbitMQ through pika: the only package that imports pika.
 
-Everything above this module sees carrot's own types (``Delivery``) and errors
-(``BrokerUnavailable``, ``PublishError``, ``QueueMismatch``); pika exceptions are translated
-here. pika connections belong to one thread: publishers keep one connection per thread,
-and each consumer owns its connection and is handed acks through
+Everything above it sees carrot's own types (``Outgoing``, ``Delivery``, ``Settle``) and
+errors (``BrokerUnavailable``, ``PublishError``, ``QueueMismatch``); pika exceptions are
+translated here. A pika connection belongs to one thread: each relay (the one publisher)
+and each consumer owns its connection, and other threads reach them through
 ``add_callback_threadsafe``.
+
+- ``connection``: parameters, connecting, errors described in plain words;
+- ``topology``: the queues carrot declares and where each message goes;
+- ``outgoing``, ``relay``, ``relays``: publishing with pipelined confirms;
+- ``consuming``: one consumer connection per queue;
+- ``maintenance``: queue depths and purges for operators.
 """
-
-from carrot.broker.connection import (
-    MAX_DELAY_BUCKET,
-    START_HINT,
-    check_connection,
-    connect,
-    connection_parameters,
-    declare_delay_queue,
-    declare_queue,
-    delay_bucket,
-    delay_queue_name,
-    purge_queue,
-    queue_arguments,
-    queue_depths,
-    unavailable,
-)
-from carrot.broker.consuming import ConsumerChannel, Delivery
-from carrot.broker.publishing import Publisher, publisher
-
-__all__ = [
-    "MAX_DELAY_BUCKET",
-    "START_HINT",
-    "ConsumerChannel",
-    "Delivery",
-    "Publisher",
-    "check_connection",
-    "connect",
-    "connection_parameters",
-    "declare_delay_queue",
-    "declare_queue",
-    "delay_bucket",
-    "delay_queue_name",
-    "publisher",
-    "purge_queue",
-    "queue_arguments",
-    "queue_depths",
-    "unavailable",
-]

@@ -1,21 +1,16 @@
-"""Connections, topology and queue maintenance: the shared pika plumbing."""
+"""Connections: parameters, connecting, and pika errors described in plain words."""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pika
 import pika.exceptions as pex
 
-from carrot.conf import BrokerConfig, CarrotConfig, QueueConfig
-from carrot.exceptions import BrokerUnavailable, QueueMismatch
-
-logger = logging.getLogger(__name__)
-
+from carrot.conf import BrokerConfig, CarrotConfig
+from carrot.exceptions import BrokerUnavailable
 
 START_HINT = (
     "Start RabbitMQ with `rabbitmq-server -detached` (or `sudo systemctl start "
@@ -23,7 +18,7 @@ START_HINT = (
 )
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """Return a short human description of a pika exception."""
     if isinstance(exc, pex.ProbableAuthenticationError | pex.AuthenticationError):
         return (
@@ -34,14 +29,14 @@ def _describe(exc: BaseException) -> str:
         return "the virtual host does not exist or the user may not use it"
     inner = getattr(exc, "exception", None)  # pika's connector errors wrap the socket error
     if isinstance(inner, BaseException):
-        return _describe(inner)
+        return describe(inner)
     attempts = getattr(exc, "exceptions", None)  # AMQPConnectionWorkflowFailed
     if attempts and isinstance(attempts[-1], BaseException):
-        return _describe(attempts[-1])
+        return describe(attempts[-1])
     if isinstance(exc, pex.AMQPConnectionError) and exc.args:
         inner = exc.args[0]
         if isinstance(inner, BaseException):
-            return _describe(inner)
+            return describe(inner)
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError | socket.timeout):
@@ -58,9 +53,16 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-def unavailable(broker: BrokerConfig, exc: BaseException, doing: str) -> BrokerUnavailable:
+def blocked_message(broker: BrokerConfig) -> str:
+    return (
+        f"Cannot publish: RabbitMQ at {broker.display_url} is blocking publishers (a memory "
+        "or disk alarm is active on the broker). Free memory or disk on the RabbitMQ host."
+    )
+
+
+def unavailable(broker: BrokerConfig, exc: BaseException | str, doing: str) -> BrokerUnavailable:
     """Return a BrokerUnavailable that says what failed, where, and how to fix it."""
-    reason = _describe(exc)
+    reason = exc if isinstance(exc, str) else describe(exc)
     hint = START_HINT if "refused" in reason or "timed out" in reason.lower() else ""
     message = f"Cannot {doing}: RabbitMQ at {broker.display_url} is unavailable ({reason})."
     return BrokerUnavailable(f"{message} {hint}".strip())
@@ -102,113 +104,15 @@ def connect(
         raise unavailable(broker, exc, doing) from exc
 
 
-def queue_arguments(queue: QueueConfig) -> dict[str, Any]:
-    """Return the arguments every carrot work queue is declared with."""
-    return {
-        "x-max-priority": queue.max_priority,
-        # Rejected messages go to "<name>.dlq" through the default exchange.
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": queue.dead_letter_queue,
-    }
-
-
-def declare_queue(channel: Any, queue: QueueConfig) -> None:
-    """Declare the work queue and its dead-letter queue (durable); raise QueueMismatch."""
-    try:
-        channel.queue_declare(queue.dead_letter_queue, durable=True)
-        channel.queue_declare(queue.name, durable=True, arguments=queue_arguments(queue))
-    except pex.ChannelClosedByBroker as exc:
-        if exc.reply_code == 406:
-            raise QueueMismatch(
-                f"Queue {queue.name!r} already exists on {queue.broker.display_url} with other "
-                f"arguments than carrot declares ({exc.reply_text}). It was probably created "
-                "by an older django-carrot or by hand. Drain it and delete it "
-                f"(`rabbitmqctl delete_queue {queue.name}`) so carrot can declare it with a "
-                "dead-letter queue, or set its 'max_priority' in CARROT['queues'] to match."
-            ) from exc
-        raise
-
-
-# Delays wait in "<queue>.delay.<n>s" queues whose TTL dead-letters back to the work queue.
-# A delay uses the largest bucket that fits and the worker sends a message that arrives
-# early on to the next bucket, so no message is ever held unacked by a worker and a
-# restart loses nothing. Each bucket queue holds one TTL, so messages expire in order.
-MAX_DELAY_BUCKET = 2**21  # seconds, about 24 days per hop
-
-
-def delay_bucket(seconds: float) -> int:
-    """Return the largest power-of-two number of seconds not above ``seconds`` (min 1)."""
-    bucket = 1
-    while bucket * 2 <= seconds and bucket < MAX_DELAY_BUCKET:
-        bucket *= 2
-    return bucket
-
-
-def delay_queue_name(queue: QueueConfig, bucket: int) -> str:
-    return f"{queue.name}.delay.{bucket}s"
-
-
-def declare_delay_queue(channel: Any, queue: QueueConfig, bucket: int) -> str:
-    """Declare the delay bucket queue for ``queue`` and return its name."""
-    name = delay_queue_name(queue, bucket)
-    channel.queue_declare(
-        name,
-        durable=True,
-        arguments={
-            "x-message-ttl": bucket * 1000,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": queue.name,
-        },
-    )
-    return name
-
-
 def check_connection(broker: BrokerConfig, config: CarrotConfig) -> None:
     """Connect and disconnect once; raise BrokerUnavailable if that fails."""
-    connection = connect(broker, config, heartbeat=None, name="carrot-check", doing="connect")
-    try:
-        connection.close()
-    except pex.AMQPError:
-        pass
+    close_quietly(connect(broker, config, heartbeat=None, name="carrot-check", doing="connect"))
 
 
-def queue_depths(queue: QueueConfig, config: CarrotConfig) -> dict[str, tuple[int, int]]:
-    """Return {queue name: (messages ready, consumers)} for a queue and its dead letters."""
-    connection = connect(
-        queue.broker, config, heartbeat=None, name="carrot-status", doing="read queue depths"
-    )
-    out: dict[str, tuple[int, int]] = {}
-    try:
-        for name in (queue.name, queue.dead_letter_queue):
-            channel = connection.channel()
-            try:
-                result = channel.queue_declare(name, passive=True)
-                out[name] = (result.method.message_count, result.method.consumer_count)
-                channel.close()
-            except pex.ChannelClosedByBroker:
-                out[name] = (0, 0)
-    finally:
+def close_quietly(connection: pika.BlockingConnection) -> None:
+    """Close a blocking connection, ignoring a connection that is already gone."""
+    if connection.is_open:
         try:
             connection.close()
-        except pex.AMQPError:
-            pass
-    return out
-
-
-def purge_queue(queue: QueueConfig, config: CarrotConfig) -> int:
-    """Remove every ready message from a work queue; return how many were removed."""
-    connection = connect(
-        queue.broker, config, heartbeat=None, name="carrot-purge", doing="purge a queue"
-    )
-    try:
-        channel = connection.channel()
-        declare_queue(channel, queue)
-        result = channel.queue_purge(queue.name)
-        return int(result.method.message_count)
-    except pex.AMQPError as exc:
-        raise unavailable(queue.broker, exc, f"purge queue {queue.name!r}") from exc
-    finally:
-        try:
-            connection.close()
-        except pex.AMQPError:
+        except (pex.AMQPError, OSError):
             pass

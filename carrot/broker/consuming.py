@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 from collections.abc import Callable
@@ -11,11 +12,20 @@ from typing import Any
 
 import pika.exceptions as pex
 
-from carrot.broker.connection import _describe, connect, declare_queue, unavailable
+from carrot.broker.connection import close_quietly, connect, describe, unavailable
+from carrot.broker.topology import declare_queue
 from carrot.conf import CarrotConfig, QueueConfig
 from carrot.exceptions import BrokerUnavailable, QueueMismatch
 
 logger = logging.getLogger(__name__)
+
+
+class Settle(enum.Enum):
+    """What to tell the broker about a delivery."""
+
+    ACK = "ack"  # done: forget it
+    REQUEUE = "requeue"  # back to the queue, for this or another consumer
+    REJECT = "reject"  # to the dead-letter queue, never to run
 
 
 @dataclass(frozen=True)
@@ -104,13 +114,10 @@ class ConsumerChannel:
                 self.queue.name, self._on_message, auto_ack=False
             )
         except QueueMismatch:
-            connection.close()
+            close_quietly(connection)
             raise
         except (pex.AMQPError, OSError) as exc:
-            try:
-                connection.close()
-            except (pex.AMQPError, OSError):
-                pass
+            close_quietly(connection)
             raise unavailable(self.queue.broker, exc, f"consume from {self.queue.name!r}") from exc
 
     def _on_cancel(self, _frame: Any) -> None:
@@ -148,14 +155,14 @@ class ConsumerChannel:
             reason = getattr(self._channel, "_closing_reason", None)
             raise BrokerUnavailable(
                 f"The channel consuming {self.queue.name!r} was closed"
-                + (f": {_describe(reason)}" if reason else "")
+                + (f": {describe(reason)}" if reason else "")
             )
         if self._cancelled_by_broker:
             raise BrokerUnavailable(
                 f"RabbitMQ cancelled the consumer of {self.queue.name!r} (was the queue deleted?)"
             )
 
-    def _settle_many(self, generation: int, items: list[tuple[int, str]]) -> None:
+    def _settle_many(self, generation: int, items: list[tuple[int, Settle]]) -> None:
         # Runs on the I/O thread.
         if generation != self.generation or not self.is_open:
             logger.info(
@@ -168,9 +175,9 @@ class ConsumerChannel:
         acks = []
         for tag, action in items:
             self._unsettled.discard(tag)
-            if action == "ack":
+            if action is Settle.ACK:
                 acks.append(tag)
-            elif action == "requeue":
+            elif action is Settle.REQUEUE:
                 self._channel.basic_nack(tag, requeue=True)
             else:
                 self._channel.basic_reject(tag, requeue=False)
@@ -185,8 +192,8 @@ class ConsumerChannel:
         for tag in sorted(t for t in acks if floor is not None and t > floor):
             self._channel.basic_ack(tag)
 
-    def settle_many(self, items: list[tuple[Delivery, str]]) -> None:
-        """Ack ("ack"), requeue ("requeue") or dead-letter ("reject") deliveries (thread-safe).
+    def settle_many(self, items: list[tuple[Delivery, Settle]]) -> None:
+        """Ack, requeue or dead-letter deliveries (thread-safe).
 
         The whole batch is handed to the I/O thread at once. Settlements for deliveries
         of an older connection are dropped: those messages are redelivered.
@@ -201,18 +208,6 @@ class ConsumerChannel:
         except (pex.AMQPError, AttributeError):
             # The connection is closed: the broker requeues the messages by itself.
             pass
-
-    def ack(self, delivery: Delivery) -> None:
-        """Acknowledge a delivery (thread-safe)."""
-        self.settle_many([(delivery, "ack")])
-
-    def requeue(self, delivery: Delivery) -> None:
-        """Return a delivery to the queue (thread-safe)."""
-        self.settle_many([(delivery, "requeue")])
-
-    def dead_letter(self, delivery: Delivery) -> None:
-        """Reject a delivery without requeue, so it lands in the dead-letter queue."""
-        self.settle_many([(delivery, "reject")])
 
     def cancel(self) -> None:
         """Stop receiving new deliveries; prefetched ones go back to the queue (I/O thread)."""

@@ -1,11 +1,16 @@
-"""The relay: one background thread per broker that publishes with pipelined confirms.
+"""The relay: the one publisher. A thread per broker and process publishes with pipelined
+publisher confirms on an asynchronous pika connection.
 
-``delay()`` commits a MessageLog row and its outbox entry, hands the message to the relay
-and returns; the relay publishes it on an asynchronous pika connection, many messages in
-flight at once, and reports each broker confirm (or refusal) through callbacks, which
-delete the outbox entry (or mark the row FAILED). Messages not confirmed when the
-connection breaks are published again after the reconnect: the worker skips a copy whose
-task already ran, and the outbox sweeper covers a process that dies meanwhile.
+Senders hand over ``Outgoing`` messages from any thread and return at once; the relay
+declares what each message's route needs, publishes persistent messages (``mandatory``,
+so an unroutable one is refused, not dropped) and tells each message's sink which were
+confirmed and which refused. A message not confirmed when the connection breaks is
+published again after the reconnect (a worker skips a copy whose task already ran).
+
+Faults stay with the messages that cause them: a target RabbitMQ refuses to declare
+refuses its own messages (``targets``) and the others keep publishing; a channel the
+broker closes while messages were in flight is reopened, and those messages are then
+published one at a time until the one that closes it again is found and refused.
 """
 
 from __future__ import annotations
@@ -15,8 +20,6 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import takewhile
 from typing import Any
 
@@ -24,60 +27,22 @@ import pika
 import pika.exceptions as pex
 from pika import spec
 
-from carrot.broker.connection import (
-    _describe,
-    connection_parameters,
-    delay_bucket,
-    delay_queue_name,
-    queue_arguments,
-)
-from carrot.conf import BrokerConfig, CarrotConfig, QueueConfig
-from carrot.exceptions import BrokerUnavailable
-from carrot.messages import APP_ID, CONTENT_TYPE
+from carrot.broker.connection import blocked_message, connection_parameters, describe, unavailable
+from carrot.broker.outgoing import Outgoing, notify, properties
+from carrot.broker.targets import Targets
+from carrot.broker.topology import Declaration, Route
+from carrot.conf import BrokerConfig, CarrotConfig
+from carrot.exceptions import BrokerUnavailable, PublishError
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Outgoing:
-    """One message for the relay, identified by its MessageLog primary key."""
-
-    log_id: int
-    message_id: str
-    task: str
-    body: bytes
-    priority: int
-    queue: QueueConfig
-    headers: dict[str, Any] | None = None
-    delay: float | None = None
-
-    def target(self) -> tuple[str, int | None]:
-        """Return the routing key (the queue or its delay bucket) and the bucket."""
-        if self.delay is not None and self.delay >= 0.5:
-            bucket = delay_bucket(self.delay)
-            return delay_queue_name(self.queue, bucket), bucket
-        return self.queue.name, None
-
-
-Confirmed = Callable[[list[int]], None]
-Refused = Callable[[list[tuple[int, str]]], None]
 
 
 class Relay:
     """Publish messages handed over by any thread, from one I/O thread of its own."""
 
-    def __init__(
-        self,
-        broker: BrokerConfig,
-        config: CarrotConfig,
-        *,
-        on_confirmed: Confirmed,
-        on_refused: Refused,
-    ) -> None:
+    def __init__(self, broker: BrokerConfig, config: CarrotConfig) -> None:
         self.broker = broker
         self.config = config
-        self.on_confirmed = on_confirmed
-        self.on_refused = on_refused
         self._lock = threading.Lock()
         self._pending: deque[Outgoing] = deque()
         self._wake = threading.Event()
@@ -85,15 +50,16 @@ class Relay:
         self._settled = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self._reached_ready = False  # the current connection got to confirm mode
+        self._flush_scheduled = False
         self._connection: Any = None
         self._channel: Any = None
+        self.targets = Targets(broker)
         # Owned by the I/O thread:
+        self._reached_ready = False
         self._unconfirmed: dict[int, Outgoing] = {}
-        self._flush_scheduled = False
         self._returned: set[str] = set()
-        self._declared: set[str] = set()
-        self._declaring: set[str] = set()
+        self._declaring: Declaration | None = None
+        self._probe = 0  # messages still to publish one at a time (see the docstring)
         self._tag = 0
         self.blocked = False
         self.down_since: float | None = None
@@ -102,6 +68,11 @@ class Relay:
         self._attempts_done = 0
 
     # ------------------------------------------------------------------ any thread
+
+    @property
+    def is_ready(self) -> bool:
+        """Return True while connected, in confirm mode and not blocked."""
+        return self._ready.is_set() and not self.blocked
 
     def start(self) -> None:
         with self._lock:
@@ -112,17 +83,25 @@ class Relay:
                 )
                 self._thread.start()
 
-    def ensure_ready(self, timeout: float) -> None:
-        """Raise BrokerUnavailable unless the relay can publish now (connecting if needed)."""
+    def ensure_ready(self, timeout: float, routes: tuple[Route, ...] = ()) -> None:
+        """Raise unless the relay can publish now (connecting if needed).
+
+        BrokerUnavailable: not connected, or blocked by an alarm. PublishError: the broker
+        refused one of ``routes`` moments ago.
+        """
         self.start()
         if self.blocked:
-            raise BrokerUnavailable(
-                f"Cannot publish: RabbitMQ at {self.broker.display_url} is blocking publishers "
-                "(a memory or disk alarm is active on the broker). Free memory or disk on the "
-                "RabbitMQ host."
-            )
-        if self._ready.is_set():
-            return
+            raise BrokerUnavailable(blocked_message(self.broker))
+        if not self._ready.is_set():
+            self._connect_now(timeout)
+        if not self._ready.is_set():
+            raise unavailable(self.broker, self.last_error or "not connected", "publish")
+        for route in routes:
+            reason = self.targets.refusal(route)
+            if reason is not None:
+                raise PublishError(f"Cannot publish: {reason}.")
+
+    def _connect_now(self, timeout: float) -> None:
         seen = self._attempts_done
         if self.down_since is None:
             self._wait_for_attempt(seen, timeout)  # the first connection is in progress
@@ -132,17 +111,6 @@ class Relay:
             self._wake.set()
             self._wait_for_attempt(seen, timeout)
         # Otherwise the last attempt failed moments ago: fail fast.
-        if not self._ready.is_set():
-            raise BrokerUnavailable(
-                f"Cannot publish: RabbitMQ at {self.broker.display_url} is unavailable "
-                f"({self.last_error or 'not connected'})."
-                + (
-                    " Start RabbitMQ with `rabbitmq-server -detached` (or `sudo systemctl "
-                    "start rabbitmq-server`)."
-                    if "refused" in self.last_error
-                    else ""
-                )
-            )
 
     def _wait_for_attempt(self, seen: int, timeout: float) -> None:
         """Wait until the relay is ready or a connection attempt after ``seen`` ended."""
@@ -153,6 +121,7 @@ class Relay:
 
     def submit(self, items: list[Outgoing]) -> None:
         """Queue messages for publishing (returns at once)."""
+        self.start()
         with self._lock:
             self._pending.extend(items)
             # One wake-up per burst: while a flush is scheduled, it will see these too.
@@ -173,7 +142,7 @@ class Relay:
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the connection and end the thread (messages not yet sent stay in the outbox)."""
+        """Close the connection and end the thread (what is not sent stays in the outbox)."""
         self._stopping = True
         connection = self._connection
         if connection is not None:
@@ -202,7 +171,7 @@ class Relay:
             except (pex.AMQPError, RuntimeError, AttributeError):
                 pass  # closing: the next connection flushes
 
-    # ------------------------------------------------------------------ I/O thread
+    # ------------------------------------------------------------------ connection
 
     def _run(self) -> None:
         backoff = 0.5
@@ -216,7 +185,7 @@ class Relay:
             )
             self._connection = pika.SelectConnection(
                 parameters,
-                on_open_callback=self._on_open,
+                on_open_callback=self._open_channel,
                 on_open_error_callback=self._on_open_error,
                 on_close_callback=self._on_close,
             )
@@ -232,9 +201,6 @@ class Relay:
             self._wake.clear()
             backoff = min(backoff * 2, 10.0)
 
-    def _on_open(self, connection: Any) -> None:
-        connection.channel(on_open_callback=self._on_channel)
-
     def _on_open_error(self, connection: Any, error: BaseException) -> None:
         self._mark_down(error)
         connection.ioloop.stop()
@@ -242,14 +208,19 @@ class Relay:
     def _on_close(self, connection: Any, reason: BaseException) -> None:
         self._mark_down(reason)
         self._channel = None
+        self._requeue_unconfirmed()
+        connection.ioloop.stop()
+
+    def _requeue_unconfirmed(self) -> int:
+        # Unconfirmed messages may or may not have reached the broker: send them again
+        # (a worker skips a duplicate id).
+        count = len(self._unconfirmed)
         with self._lock:
-            # Unconfirmed messages may or may not have reached the broker: send them
-            # again on the next connection (a worker skips a duplicate id).
             self._pending.extendleft(reversed(list(self._unconfirmed.values())))
             self._settled.notify_all()
         self._unconfirmed.clear()
         self._returned.clear()
-        connection.ioloop.stop()
+        return count
 
     def _mark_down(self, error: BaseException) -> None:
         self._last_attempt = time.monotonic()
@@ -259,7 +230,7 @@ class Relay:
         if self.down_since is None:
             self.down_since = time.monotonic()
         if not self._stopping:
-            self.last_error = _describe(error)
+            self.last_error = describe(error)
             logger.warning("Relay to %s is down: %s", self.broker.display_url, self.last_error)
 
     def _on_blocked(self, _connection: Any, _frame: Any) -> None:
@@ -272,10 +243,15 @@ class Relay:
         self.blocked = False
         self._flush()  # what waited during the alarm goes out now, not with the next delay()
 
+    # ------------------------------------------------------------------ channel
+
+    def _open_channel(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._on_channel)
+
     def _on_channel(self, channel: Any) -> None:
         self._channel = channel
-        self._declared.clear()
-        self._declaring.clear()
+        self.targets.new_channel()
+        self._declaring = None
         self._tag = 0
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
@@ -291,78 +267,82 @@ class Relay:
         self._flush()
 
     def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
-        # A channel error (e.g. a queue declared with other arguments): drop the
-        # connection; its messages stay pending and the outbox keeps them safe.
-        if self._stopping or getattr(reason, "reply_code", None) == 200:
-            return  # a normal close
-        self.last_error = _describe(reason)
-        logger.error("Relay channel to %s closed: %s", self.broker.display_url, self.last_error)
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()
+        self._channel = None
+        connection = self._connection
+        if self._stopping or connection is None or not connection.is_open:
+            return  # the connection is closing: _on_close takes over
+        declaring, self._declaring = self._declaring, None
+        if declaring is not None:
+            why = self.targets.refused(declaring, reason)
+            logger.error("Relay to %s: %s", self.broker.display_url, why)
+            self._requeue_unconfirmed()
+            self._refuse_pending(lambda item: declaring in item.route.declarations, why)
+        else:
+            why = describe(reason)
+            in_flight = self._requeue_unconfirmed()
+            if self._probe and in_flight == 1:
+                # Published alone, and the channel closed again: this message is the cause.
+                with self._lock:
+                    culprit = self._pending.popleft()
+                self._probe -= 1
+                self._settle([], [(culprit, f"RabbitMQ refused the message ({why})")])
+            else:
+                self._probe = max(in_flight, 1)
+            logger.error("Relay channel to %s closed: %s", self.broker.display_url, why)
+        self._open_channel(connection)
+
+    # ------------------------------------------------------------------ publishing
 
     def _flush(self) -> None:
         with self._lock:
             self._flush_scheduled = False
         channel = self._channel
-        if channel is None or not channel.is_open or self.blocked:
-            return
-        while True:
+        while channel is not None and channel.is_open and not self.blocked:
+            if self._probe and self._unconfirmed:
+                return  # one message at a time until the culprit is found
             with self._lock:
                 if not self._pending:
                     return
                 item = self._pending.popleft()
-            routing_key, bucket = item.target()
-            if routing_key not in self._declared:
+            reason = self.targets.refusal(item.route)
+            if reason is not None:
+                self._settle([], [(item, reason)])
+                continue
+            missing = self.targets.missing(item.route)
+            if missing:
                 with self._lock:
                     self._pending.appendleft(item)
-                self._declare(routing_key, item.queue, bucket)
+                self._declare(channel, missing[0])
                 return
             self._tag += 1
             self._unconfirmed[self._tag] = item
-            properties = pika.BasicProperties(
-                content_type=CONTENT_TYPE,
-                content_encoding="utf-8",
-                delivery_mode=pika.DeliveryMode.Persistent,
-                priority=item.priority,
-                message_id=item.message_id,
-                type=item.task,
-                app_id=APP_ID,
-                timestamp=int(time.time()),
-                headers=item.headers or None,
-            )
-            channel.basic_publish("", routing_key, item.body, properties, mandatory=True)
-
-    def _declare(self, routing_key: str, queue: QueueConfig, bucket: int | None) -> None:
-        if routing_key in self._declaring:
-            return
-        self._declaring.add(routing_key)
-        channel = self._channel
-        steps: list[tuple[str, dict[str, Any] | None]] = [
-            (queue.dead_letter_queue, None),
-            (queue.name, queue_arguments(queue)),
-        ]
-        if bucket is not None:
-            steps.append(
-                (
-                    routing_key,
-                    {
-                        "x-message-ttl": bucket * 1000,
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": queue.name,
-                    },
-                )
+            route = item.route
+            channel.basic_publish(
+                route.exchange, route.routing_key, item.body, properties(item), mandatory=True
             )
 
-        def next_step(_frame: Any = None) -> None:
-            if not steps:
-                self._declaring.discard(routing_key)
-                self._declared.add(routing_key)
-                self._flush()
-                return
-            name, arguments = steps.pop(0)
-            channel.queue_declare(name, durable=True, arguments=arguments, callback=next_step)
+    def _declare(self, channel: Any, declaration: Declaration) -> None:
+        if self._declaring is not None:
+            return  # one at a time; its callback flushes again
 
-        next_step()
+        def done(_frame: Any) -> None:
+            self._declaring = None
+            self.targets.declared(declaration)
+            self._flush()
+
+        self._declaring = declaration
+        if declaration.exchange:
+            channel.exchange_declare(declaration.name, passive=True, callback=done)
+        else:
+            channel.queue_declare(
+                declaration.name, durable=True, arguments=declaration.arguments, callback=done
+            )
+
+    def _refuse_pending(self, matches: Any, reason: str) -> None:
+        with self._lock:
+            refused = [item for item in self._pending if matches(item)]
+            self._pending = deque(item for item in self._pending if not matches(item))
+        self._settle([], [(item, reason) for item in refused])
 
     def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
         self._returned.add(properties.message_id)
@@ -374,34 +354,39 @@ class Relay:
             tags = list(takewhile(lambda t: t <= method.delivery_tag, self._unconfirmed))
         else:
             tags = [method.delivery_tag]
-        confirmed: list[int] = []
-        refused: list[tuple[int, str]] = []
+        confirmed: list[Outgoing] = []
+        refused: list[tuple[Outgoing, str]] = []
         for tag in tags:
             item = self._unconfirmed.pop(tag, None)
             if item is None:
                 continue
+            if self._probe:
+                self._probe -= 1
             if item.message_id in self._returned:
                 self._returned.discard(item.message_id)
                 refused.append(
                     (
-                        item.log_id,
-                        f"RabbitMQ could not route the message for "
-                        f"{item.task}: no queue is bound to receive it.",
+                        item,
+                        f"RabbitMQ could not route the message for {item.task} (exchange "
+                        f"{item.route.exchange!r}, routing key {item.route.routing_key!r}): "
+                        "no queue is bound to receive it",
                     )
                 )
             elif isinstance(method, spec.Basic.Ack):
-                confirmed.append(item.log_id)
+                confirmed.append(item)
             else:
                 refused.append(
-                    (
-                        item.log_id,
-                        f"RabbitMQ refused the message for {item.task} "
-                        "(negative publisher confirm).",
-                    )
+                    (item, f"RabbitMQ refused the message for {item.task} (negative confirm)")
                 )
-        if confirmed:
-            self.on_confirmed(confirmed)
-        if refused:
-            self.on_refused(refused)
+        self._settle(confirmed, refused)
+        if self._probe or not self._unconfirmed:
+            self._flush()
+
+    def _settle(self, confirmed: list[Outgoing], refused: list[tuple[Outgoing, str]]) -> None:
+        """Tell receipts and sinks what became of messages (on the I/O thread)."""
+        try:
+            notify(confirmed, refused)
+        except Exception:  # a sink's bug must not stop the publisher for everyone
+            logger.exception("A relay sink raised; its messages stay in the outbox")
         with self._lock:
             self._settled.notify_all()

@@ -1,4 +1,7 @@
-"""Template helpers for the monitor. Everything they return is escaped by the caller."""
+"""Template helpers for the monitor (Django finds them here, in the app's ``templatetags``).
+
+Everything they return is escaped by the caller.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +13,14 @@ from django import template
 from django.urls import reverse
 from django.utils import timezone
 
+from carrot.monitor.assets import version
+
 register = template.Library()
 
 
 @register.simple_tag
 def carrot_asset(name: str) -> str:
     """Return the URL of a monitor asset (CSS, JS, htmx)."""
-    from carrot.assets import version
-
     return reverse("carrot:asset", args=[version(), name])
 
 

@@ -10,7 +10,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from carrot.conf import get_config
 from carrot.exceptions import BrokerError, CarrotConfigError
+from carrot.worker.process import Worker
+from carrot.worker.supervisor import Supervisor
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d %(threadName)s] %(name)s: %(message)s"
@@ -89,8 +92,6 @@ class Command(BaseCommand):
         if options["processes"] > 1:
             sys.exit(self._supervise(options))
         queues = [q.strip() for q in (options["queues"] or "").split(",") if q.strip()]
-        from carrot.worker import Worker
-
         try:
             worker = Worker(
                 queues=queues or None,
@@ -105,9 +106,6 @@ class Command(BaseCommand):
             sys.exit(exit_code)
 
     def _supervise(self, options: dict[str, Any]) -> int:
-        from carrot.conf import get_config
-        from carrot.supervisor import Supervisor
-
         if options["scheduler_only"]:
             raise CommandError("--scheduler-only runs one process; drop --processes.")
         worker_args = ["--loglevel", options["loglevel"], "--log-format", options["log_format"]]

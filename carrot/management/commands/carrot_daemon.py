@@ -8,8 +8,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from carrot.daemon import MissingPid, PidExists, read_pid, running_pid, start, stop
+from carrot.conf import get_config
 from carrot.exceptions import CarrotError
+from carrot.worker.daemon import MissingPid, PidExists, read_pid, running_pid, start, stop
 
 __all__ = ["Command", "MissingPid", "PidExists"]
 
@@ -74,8 +75,6 @@ class Command(BaseCommand):
     def _stop(self, pidfile: Path, options: dict[str, Any], *, quiet_if_not_running: bool) -> None:
         timeout = options["timeout"]
         if timeout is None:
-            from carrot.conf import get_config
-
             timeout = get_config().shutdown_timeout + 15
         try:
             pid = stop(pidfile, timeout=timeout, hard=options["hard"])

@@ -15,11 +15,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, connection
 
-from carrot.broker import check_connection
+from carrot.broker.connection import check_connection
 from carrot.conf import get_config
 from carrot.exceptions import BrokerError
-from carrot.heartbeats import LEASE
 from carrot.models import WorkerHeartbeat
+from carrot.worker.heartbeats import LEASE
 
 
 class Command(BaseCommand):

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from carrot.exceptions import BrokerError, NotRequeueable
 from carrot.models import MessageLog
-from carrot.publisher import REJECTED_PREFIX
+from carrot.models.lifecycle import REJECTED_PREFIX
 
 
 class Command(BaseCommand):

@@ -8,8 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from carrot.models import ScheduledTask
-from carrot.scheduler import upcoming
-from carrot.schedules import plan_sync, sync_declared
+from carrot.scheduling.cadence import Cadence, upcoming
+from carrot.scheduling.sync import plan_sync, sync_declared
 
 
 class Command(BaseCommand):
@@ -54,7 +54,7 @@ class Command(BaseCommand):
         now = datetime.now(tz=UTC)
         for row in rows:
             try:
-                cadence = row.cadence
+                cadence = Cadence.of(row)
                 tz = cadence.zone()
                 if row.active and row.next_run_at:
                     first = row.next_run_at

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from carrot.exceptions import CarrotError
-from carrot.publisher import enqueue
+from carrot.publishing.enqueue import enqueue
 from carrot.registry import registry
 from carrot.tasks import resolve_eta
 

@@ -9,11 +9,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.db.models import Count
 
-from carrot.broker import queue_depths
+from carrot.broker.maintenance import queue_depths
 from carrot.conf import get_config
 from carrot.exceptions import BrokerError
-from carrot.heartbeats import LEASE
 from carrot.models import MessageLog, ScheduledTask, WorkerHeartbeat
+from carrot.worker.heartbeats import LEASE
 
 
 class Command(BaseCommand):

@@ -1,0 +1,154 @@
+"""MessageLog: one task call followed through its lifecycle (see ``lifecycle``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.db import models, router, transaction
+
+from carrot.conf import get_config
+from carrot.exceptions import CarrotError, NotRequeueable
+from carrot.models import lifecycle
+from carrot.models.handover import hand_over_after_commit, outgoing, publishable
+from carrot.models.outbox import add_entries
+from carrot.models.querysets import MessageLogQuerySet
+from carrot.registry import registry
+
+
+class CallArguments:
+    """The seed's accessors for a call's JSON ``task_args`` and ``task_kwargs``."""
+
+    task_args: Any
+    task_kwargs: Any
+
+    @property
+    def positionals(self) -> list[Any]:
+        """Return the positional arguments."""
+        return list(self.task_args or [])
+
+    @property
+    def keywords(self) -> dict[str, Any]:
+        """Return the keyword arguments (the monitor shows them as a table)."""
+        return dict(self.task_kwargs or {})
+
+
+class MessageLog(CallArguments, models.Model):
+    """One task call: what was asked, where it went, and what happened."""
+
+    PUBLISHED = lifecycle.PUBLISHED
+    IN_PROGRESS = lifecycle.IN_PROGRESS
+    FAILED = lifecycle.FAILED
+    COMPLETED = lifecycle.COMPLETED
+    STATUS_CHOICES = (
+        (PUBLISHED, "Published"),
+        (IN_PROGRESS, "In progress"),
+        (FAILED, "Failed"),
+        (COMPLETED, "Completed"),
+    )
+    FINISHED_STATUSES = lifecycle.FINISHED
+
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=11, choices=STATUS_CHOICES, default=PUBLISHED)
+    task = models.CharField(max_length=255, help_text="the registered name of the task")
+    queue = models.CharField(max_length=255, default="default")
+    exchange = models.CharField(max_length=255, blank=True, default="", help_text="the exchange")
+    routing_key = models.CharField(max_length=255, blank=True, default="")
+    priority = models.PositiveSmallIntegerField(default=0)
+    task_args = models.JSONField(default=list, blank=True)
+    task_kwargs = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    exception = models.TextField(blank=True, default="")
+    traceback = models.TextField(blank=True, default="")
+    log = models.JSONField(default=list, blank=True)
+    publish_time = models.DateTimeField(null=True, blank=True)
+    start_time = models.DateTimeField(null=True, blank=True)
+    completion_time = models.DateTimeField(null=True, blank=True)
+    failure_time = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="how many times a worker started this task"
+    )
+    interruptions = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="attempts that ended without an outcome (worker killed, connection lost)",
+    )
+    worker = models.CharField(max_length=255, blank=True, default="")
+    schedule = models.ForeignKey(
+        "carrot.ScheduledTask",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="the schedule that published this task",
+    )
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="the schedule tick this run is for (UTC)"
+    )
+    eta = models.DateTimeField(
+        null=True, blank=True, help_text="not run before this time (countdown, eta, retry)"
+    )
+
+    objects = MessageLogQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-id",)
+        indexes = [
+            models.Index(fields=["status", "-id"], name="carrot_log_status_id"),
+            models.Index(fields=["status", "task", "-id"], name="carrot_log_status_task"),
+            models.Index(fields=["status", "queue", "-id"], name="carrot_log_status_queue"),
+            models.Index(fields=["status", "completion_time"], name="carrot_log_status_done"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} [{self.status}] {self.uuid}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED_STATUSES
+
+    @property
+    def finish_time(self) -> Any:
+        return self.completion_time or self.failure_time
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Return how long the last attempt ran, if it finished."""
+        if self.start_time and self.finish_time:
+            return self.finish_time - self.start_time
+        return None
+
+    def requeue(self) -> MessageLog:
+        """Publish a FAILED task again under the same id; raise NotRequeueable otherwise.
+
+        The row goes back to PUBLISHED with an outbox entry in one transaction, then out
+        through the relay like any publish; RabbitMQ's confirm is awaited, so a refusal
+        raises PublishError here.
+        """
+        if self.exception.startswith(lifecycle.REJECTED_PREFIX):
+            reason = self.exception[len(lifecycle.REJECTED_PREFIX) :]
+            raise NotRequeueable(
+                f"Task {self.uuid} was rejected before it ran ({reason}); there is nothing "
+                "valid to requeue. The original message is in the dead-letter queue."
+            )
+        if self.task not in registry:
+            raise NotRequeueable(
+                f"Cannot requeue {self.uuid}: {self.task!r} is not a registered task."
+            )
+        try:
+            publishable(self)  # its queue is configured and its arguments fit
+        except CarrotError as exc:
+            raise NotRequeueable(f"Cannot requeue {self.uuid}: {exc}") from None
+        using = router.db_for_write(MessageLog)
+        rows = MessageLog.objects.using(using).filter(pk=self.pk)
+        with transaction.atomic(using=using):
+            if not rows.apply(lifecycle.REQUEUE):
+                current = rows.values_list("status", flat=True).first() or "deleted"
+                raise NotRequeueable(
+                    f"Only failed tasks can be requeued; {self.uuid} is {current}."
+                )
+            written = add_entries([self.pk], using)
+        self.refresh_from_db(using=using)
+        wait = get_config().publish_timeout
+        hand_over_after_commit([outgoing(self, written)], using, fail_fast=True, wait=wait)
+        return self

@@ -1,0 +1,26 @@
+"""The monitor's URLs; ``carrot.urls`` is what a project includes."""
+
+from django.urls import path
+
+from carrot.monitor import assets, schedule_views, task_actions, task_views
+
+app_name = "carrot"
+
+urlpatterns = [
+    path("", task_views.index, name="index"),
+    path("tasks/<slug:slug>/", task_views.task_list, name="tasks"),
+    path("tasks/<slug:slug>/bulk/", task_actions.bulk_action, name="bulk"),
+    path("counts/", task_views.tab_counts, name="counts"),
+    path("task/<uuid:pk>/", task_views.task_detail, name="task"),
+    path("task/<uuid:pk>/requeue/", task_actions.task_requeue, name="requeue"),
+    path("task/<uuid:pk>/delete/", task_actions.task_delete, name="delete"),
+    path("queues/<str:name>/purge/", task_actions.queue_purge, name="purge"),
+    path("schedules/", schedule_views.schedule_list, name="schedules"),
+    path("schedules/new/", schedule_views.schedule_create, name="schedule_create"),
+    path("schedules/preview/", schedule_views.schedule_preview, name="schedule_preview"),
+    path("schedules/<int:pk>/", schedule_views.schedule_edit, name="schedule_edit"),
+    path("schedules/<int:pk>/delete/", schedule_views.schedule_delete, name="schedule_delete"),
+    path("schedules/<int:pk>/toggle/", schedule_views.schedule_toggle, name="schedule_toggle"),
+    path("schedules/<int:pk>/run/", schedule_views.schedule_run, name="schedule_run"),
+    path("assets/<str:version>/<str:name>", assets.asset, name="asset"),
+]

@@ -1,0 +1,3 @@
+"""The version of django-carrot (also in pyproject.toml)."""
+
+__version__ = "2.0.0.dev0"

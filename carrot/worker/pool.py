@@ -1,0 +1,157 @@
+"""The task threads of one consumed queue, and the watch on their time limits.
+
+Claimed work goes in (``put``); each thread runs one task at a time with its ``carrot``
+log captured, and hands ``(work, outcome)`` back through ``finished``. A task blocked
+outside Python past its time limit is failed from here and its thread abandoned; a new
+thread takes its slot, so the queue keeps its full concurrency.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as queuelib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from carrot.broker.consuming import Delivery
+from carrot.tasks import Task
+from carrot.worker.attempts import Claim
+from carrot.worker.runner import Outcome, run_task
+
+# After its time limit, how long a task blocked outside Python code may keep its thread.
+ABANDON_GRACE = 2.0
+
+
+@dataclass
+class Work:
+    """A claimed delivery on its way to a task thread and back."""
+
+    delivery: Delivery
+    claim: Claim
+    task: Task
+    args: list[Any]
+    kwargs: dict[str, Any]
+    deadline: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    settled: bool = False  # its outcome was handed back (by its thread or by the watch)
+
+    @property
+    def message_id(self) -> str:
+        return str(self.delivery.message_id)
+
+    def settle(self) -> bool:
+        """Return True for the first caller only."""
+        with self.lock:
+            if self.settled:
+                return False
+            self.settled = True
+            return True
+
+
+class TaskPool:
+    """``size`` threads running claimed tasks for one queue."""
+
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        *,
+        log_level: int,
+        max_log_records: int,
+        logger: logging.Logger,
+        on_finished: Callable[[], None],
+    ) -> None:
+        self.name = name
+        self.size = size
+        self.log_level = log_level
+        self.max_log_records = max_log_records
+        self.logger = logger
+        self.on_finished = on_finished
+        self.finished: queuelib.SimpleQueue[tuple[Work, Outcome]] = queuelib.SimpleQueue()
+        self._ready: queuelib.SimpleQueue[Work | None] = queuelib.SimpleQueue()
+        self._running: dict[str, Work] = {}  # message id -> work a thread is running
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for _ in range(self.size):
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            number = len(self._threads) + 1
+            thread = threading.Thread(
+                target=self._loop, name=f"{self.name}-task-{number}", daemon=True
+            )
+            self._threads.append(thread)
+        thread.start()
+
+    def put(self, work: Work) -> None:
+        self._ready.put(work)
+
+    def stop(self) -> None:
+        """Let every thread end once the work it was given is done."""
+        with self._lock:
+            count = len(self._threads)
+        for _ in range(count):
+            self._ready.put(None)
+
+    def _loop(self) -> None:
+        me = threading.current_thread()
+        while True:
+            work = self._ready.get()
+            if work is None:
+                return
+            with self._lock:
+                self._running[work.message_id] = work
+            try:
+                outcome = run_task(
+                    work.task,
+                    work.args,
+                    work.kwargs,
+                    log_level=self.log_level,
+                    max_log_records=self.max_log_records,
+                )
+            finally:
+                with self._lock:
+                    self._running.pop(work.message_id, None)
+            if work.settle():
+                self.finished.put((work, outcome))
+                self.on_finished()
+            else:
+                # The time-limit watch already failed it and gave this slot a new thread:
+                # this one retires instead of taking more work.
+                self.logger.info("%s ended after its abandoned task returned", me.name)
+                return
+
+    def check_time_limits(self) -> None:
+        """Fail tasks stuck past their time limit and give their slot a new thread.
+
+        The task thread gets TimeLimitExceeded raised in it at the limit (run_task); code
+        blocked outside Python (a socket, a C call) cannot be interrupted, so after a
+        grace period its attempt is failed from here, and the thread is abandoned: it
+        ends when the blocking call returns.
+        """
+        now = time.monotonic()
+        with self._lock:
+            overdue = [
+                w
+                for w in self._running.values()
+                if w.deadline is not None and now > w.deadline + ABANDON_GRACE
+            ]
+        for work in overdue:
+            if not work.settle():
+                continue
+            task = work.task
+            message = (
+                f"TimeLimitExceeded: {task.name} ran longer than its time limit of "
+                f"{task.time_limit:g}s and did not stop (it is blocked outside Python "
+                "code); its thread was abandoned"
+            )
+            self.logger.error("%s (%s)", message, work.message_id)
+            self.finished.put((work, Outcome(succeeded=False, exception=message)))
+            self.on_finished()
+            self._start_thread()
