@@ -46,20 +46,10 @@ def add_entries(log_ids: Sequence[int], using: str, *, replace: bool = True) -> 
     transaction that changes the rows. Return the entries' version (``created_at``)."""
     written = timezone.now()
     conn = connections[using]
-    q = conn.ops.quote_name
-    table = q(OutboxEntry._meta.db_table)
-    sql = (
-        f"INSERT INTO {table} ({q('message_id')}, {q('created_at')}, "  # noqa: S608
-        f"{q('attempts')}, {q('last_error')}) VALUES (%s, %s, 0, '')"
-    )
-    if replace and conn.vendor in _RETURNING_VENDORS:
-        sql += (
-            f" ON CONFLICT ({q('message_id')}) DO UPDATE SET {q('created_at')} = "
-            f"EXCLUDED.{q('created_at')}, {q('attempts')} = 0, {q('last_error')} = '', "
-            f"{q('lease_until')} = NULL"
-        )
-    elif replace:
+    upsert = replace and conn.vendor in _RETURNING_VENDORS
+    if replace and not upsert:
         OutboxEntry.objects.using(using).filter(pk__in=log_ids).delete()
+    sql = _entry_sql(conn, upsert)
     prepped = _prep_written(written, conn)
     with conn.cursor() as cursor:
         if len(log_ids) == 1:
@@ -69,18 +59,47 @@ def add_entries(log_ids: Sequence[int], using: str, *, replace: bool = True) -> 
     return written
 
 
+def _entry_sql(conn: Any, upsert: bool) -> str:
+    key = (conn.vendor, "upsert" if upsert else "insert")
+    sql = _ENTRY_SQL.get(key)
+    if sql is None:
+        q = conn.ops.quote_name
+        sql = (
+            f"INSERT INTO {q(OutboxEntry._meta.db_table)} ({q('message_id')}, "  # noqa: S608
+            f"{q('created_at')}, {q('attempts')}, {q('last_error')}) VALUES (%s, %s, 0, '')"
+        )
+        if upsert:
+            sql += (
+                f" ON CONFLICT ({q('message_id')}) DO UPDATE SET {q('created_at')} = "
+                f"EXCLUDED.{q('created_at')}, {q('attempts')} = 0, {q('last_error')} = '', "
+                f"{q('lease_until')} = NULL"
+            )
+        _ENTRY_SQL[key] = sql
+    return sql
+
+
 def settle_entries(versions: Sequence[tuple[int, datetime]], using: str) -> int:
     """Delete the entries still at the given versions (their publish is settled); return
     how many were deleted. A newer entry of the same row is kept."""
-    by_version: dict[datetime, list[int]] = {}
-    for pk, written in versions:
-        by_version.setdefault(written, []).append(pk)
+    conn = connections[using]
     deleted = 0
+    if conn.vendor in _RETURNING_VENDORS:  # row values: (message_id, created_at) IN (...)
+        q = conn.ops.quote_name
+        for start in range(0, len(versions), 2000):  # under SQLite's variable limit
+            chunk = versions[start : start + 2000]
+            sql = (
+                f"DELETE FROM {q(OutboxEntry._meta.db_table)} WHERE "  # noqa: S608
+                f"({q('message_id')}, {q('created_at')}) IN "
+                f"(VALUES {', '.join(['(%s, %s)'] * len(chunk))})"
+            )
+            params = [v for pk, written in chunk for v in (pk, _prep_written(written, conn))]
+            with conn.cursor() as cursor:
+                cursor.execute(sql, params)
+                deleted += cursor.rowcount
+        return deleted
     entries = OutboxEntry.objects.using(using)
-    for written, pks in by_version.items():
-        for start in range(0, len(pks), 5000):  # under SQLite's variable limit
-            chunk = pks[start : start + 5000]
-            deleted += entries.filter(pk__in=chunk, created_at=written).delete()[0]
+    for pk, written in versions:
+        deleted += entries.filter(pk=pk, created_at=written).delete()[0]
     return deleted
 
 
@@ -133,6 +152,7 @@ _MAX_ROWS = 500
 _PLAIN_FIELDS = (models.CharField, models.IntegerField, models.BooleanField, models.ForeignKey)
 _COLUMNS: dict[Any, list[tuple[str, Any]]] = {}
 _INSERT_SQL: dict[tuple[str, int], str] = {}
+_ENTRY_SQL: dict[tuple[str, str], str] = {}
 
 
 def _insert_columns(model: Any) -> list[tuple[str, Any]]:
