@@ -93,12 +93,23 @@ def connection_parameters(
 
 
 def connect(
-    broker: BrokerConfig, config: CarrotConfig, *, heartbeat: int | None, name: str, doing: str
+    broker: BrokerConfig,
+    config: CarrotConfig,
+    *,
+    heartbeat: int | None,
+    name: str,
+    doing: str,
+    impl: type[pika.SelectConnection] | None = None,
 ) -> pika.BlockingConnection:
-    """Open a blocking connection; raise BrokerUnavailable with the reason."""
+    """Open a blocking connection; raise BrokerUnavailable with the reason.
+
+    ``impl`` replaces pika's SelectConnection underneath (a consumer's reads frames
+    through ``decoding.TolerantConnection``).
+    """
     try:
         return pika.BlockingConnection(
-            connection_parameters(broker, config, heartbeat=heartbeat, name=name)
+            connection_parameters(broker, config, heartbeat=heartbeat, name=name),
+            _impl_class=impl,
         )
     except (pex.AMQPError, OSError) as exc:
         raise unavailable(broker, exc, doing) from exc

@@ -13,6 +13,7 @@ from typing import Any
 import pika.exceptions as pex
 
 from carrot.broker.connection import close_quietly, connect, describe, unavailable
+from carrot.broker.decoding import TolerantConnection
 from carrot.broker.topology import declare_queue
 from carrot.conf import CarrotConfig, QueueConfig
 from carrot.exceptions import BrokerUnavailable, QueueMismatch
@@ -48,6 +49,7 @@ class Delivery:
     priority: int | None
     headers: dict[str, Any]
     timestamp: int | None = None  # seconds since the epoch, set by the publisher
+    defect: str | None = None  # why its properties could not all be decoded (decoding)
 
     @property
     def task(self) -> str | None:
@@ -99,6 +101,7 @@ class ConsumerChannel:
             heartbeat=self.config.heartbeat,
             name=self.name,
             doing=f"consume from {self.queue.name!r}",
+            impl=TolerantConnection,
         )
         try:
             channel = connection.channel()
@@ -137,6 +140,7 @@ class ConsumerChannel:
             priority=properties.priority,
             headers=dict(properties.headers or {}),
             timestamp=properties.timestamp,
+            defect=getattr(properties, "carrot_defect", None),
         )
         self._unsettled.add(method.delivery_tag)
         self.on_delivery(delivery)

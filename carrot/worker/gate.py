@@ -35,6 +35,8 @@ class Admitted:
 
 def refusal(delivery: Delivery, max_bytes: int) -> str | None:
     """Return why the delivery's envelope is unacceptable, or None."""
+    if delivery.defect:
+        return delivery.defect
     if len(delivery.body) > max_bytes:
         return (
             f"message body is {len(delivery.body)} bytes, over the limit of {max_bytes} "
