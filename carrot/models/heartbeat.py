@@ -13,7 +13,7 @@ class WorkerHeartbeat(models.Model):
     worker died; ``carrot_status``, ``carrot_health`` and the monitor show it.
     """
 
-    name = models.CharField(max_length=255, unique=True, help_text="host:pid")
+    name = models.CharField(max_length=255, unique=True, help_text="host:pid:instance")
     hostname = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
     queues = models.JSONField(default=list, blank=True)

@@ -1,17 +1,23 @@
-"""Worker liveness: each worker process refreshes its row every few seconds.
+"""Worker identity and liveness: each worker process refreshes its row every few seconds.
 
-A redelivered message whose task is IN_PROGRESS on another worker is only run again when
-that worker is gone: its process no longer exists (same host) or its heartbeat is older
-than ``LEASE`` (any host). Until then the message waits in a delay queue.
+A worker's name is ``host:pid:instance``: the instance (a tag of the machine boot and PID
+namespace, and random bits) tells apart two processes with the same host name and PID,
+such as two containers whose worker is PID 1. A redelivered message whose task is
+IN_PROGRESS on another worker is only run again when that worker is gone: its process no
+longer exists (known at once for a process in this process table) or its heartbeat is
+older than ``LEASE``. Until then the message waits in a delay queue.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import secrets
 import socket
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
@@ -25,16 +31,47 @@ BEAT_EVERY = 5.0
 LEASE = timedelta(seconds=30)
 
 
+def process_table() -> str:
+    """Return a tag of the process table this process lives in (its boot and PID
+    namespace): PIDs compare only within one."""
+    parts = []
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+    except OSError:
+        return "-"  # no /proc: PIDs are never compared across processes
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()[:6]
+
+
+def new_identity() -> str:
+    """Return a name for a new worker process: ``host:pid:table.random``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{process_table()}.{secrets.token_hex(4)}"
+
+
+_identity: list[str] = []  # this process's name, made once (and again in a forked child)
+os.register_at_fork(after_in_child=_identity.clear)
+
+
 def worker_name() -> str:
-    """Return this process's name as stored in MessageLog.worker (``host:pid``)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Return this process's name as stored in MessageLog.worker and WorkerHeartbeat."""
+    if not _identity:
+        _identity.append(new_identity())
+    return _identity[0]
 
 
 def worker_alive(name: str) -> bool:
-    """Return True if the worker called ``name`` (``host:pid``) looks alive."""
-    host, _, pid = name.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        return process_alive(int(pid))
+    """Return True if the worker called ``name`` looks alive."""
+    if name == worker_name():
+        return True
+    parts = name.split(":")
+    if (
+        len(parts) == 3
+        and parts[0] == socket.gethostname()
+        and parts[2].split(".")[0] == process_table() != "-"
+        and parts[1].isdigit()
+        and not process_alive(int(parts[1]))
+    ):
+        return False  # its process is gone: known at once, without waiting for the lease
     return WorkerHeartbeat.objects.filter(name=name, last_seen__gte=timezone.now() - LEASE).exists()
 
 
@@ -49,12 +86,11 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def beat(self) -> None:
-        host, _, pid = self.name.rpartition(":")
         WorkerHeartbeat.objects.update_or_create(
             name=self.name,
             defaults={
-                "hostname": host,
-                "pid": int(pid),
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
                 "queues": self.queues,
                 "scheduler": self.scheduler,
                 "last_seen": timezone.now(),

@@ -86,6 +86,10 @@ class Intake:
         self._busy = 0  # claimed, not yet recorded
         self._running: dict[str, list[Delivery]] = {}  # id -> copies to ack afterwards
         self._settlements: list[tuple[Delivery, Settle]] = []
+        # What the current step took and has not handed on yet (see _return_held).
+        self._held: dict[tuple[int, int], Delivery] = {}
+        self._held_work: set[Work] = set()
+        self._finished = False  # set once run() returned: nothing will settle deliveries
 
     # ------------------------------------------------------------------ any thread
 
@@ -94,9 +98,18 @@ class Intake:
         return self._inflight
 
     def deliver(self, delivery: Delivery) -> None:
-        """Take a delivery from the I/O thread and return at once."""
+        """Take a delivery from the I/O thread and return at once.
+
+        A delivery that arrives once this intake has finished (the consumer was cancelled,
+        but the broker had already sent it) goes straight back to the queue.
+        """
         with self._inflight_lock:
-            self._inflight += 1
+            late = self._finished
+            if not late:
+                self._inflight += 1
+        if late:
+            self.channel.settle_many([(delivery, Settle.REQUEUE)])
+            return
         self._incoming.put(delivery)
         self._wake.set()
 
@@ -127,20 +140,39 @@ class Intake:
         while True:
             self._wake.wait(0.2)
             self._wake.clear()
-            try:
-                self._step()
-            except Exception:  # keep the worker alive; the deliveries are accounted for
-                self.logger.exception("Unexpected error in the recorder of %r", self.queue.name)
-            finally:
-                self._flush_settlements()
+            self.step()
             if self.stop.is_set() and not self._busy and self._incoming.empty():
                 with self._inflight_lock:
                     if not self._inflight:
+                        self._finished = True
                         return
+
+    def step(self) -> None:
+        """One round: take what arrived and what finished, record, dispatch, settle."""
+        try:
+            self._step()
+        except Exception:  # the worker goes on; what the step held goes back
+            self.logger.exception("Unexpected error in the recorder of %r", self.queue.name)
+            self._return_held()
+        finally:
+            self._flush_settlements()
+
+    def _return_held(self) -> None:
+        """Settle what the failed step still held: its deliveries go back to the queue
+        (to run again, or to be skipped if their outcome was committed after all)."""
+        for delivery in list(self._held.values()):
+            self._settle(delivery, Settle.REQUEUE)
+        for work in list(self._held_work):
+            self._finish(work, Settle.REQUEUE)
 
     def _settle(self, delivery: Delivery, action: Settle) -> None:
         """Queue an ack/requeue/reject; the step's settlements go out together."""
+        self._release(delivery)
         self._settlements.append((delivery, action))
+
+    def _release(self, delivery: Delivery) -> None:
+        """The step no longer holds this delivery: it is settled, running or waiting."""
+        self._held.pop((delivery.generation, delivery.tag), None)
 
     def _flush_settlements(self) -> None:
         if self._settlements:
@@ -165,6 +197,8 @@ class Intake:
         # worker claims ahead, and one commit covers more tasks.
         budget = self.prefetch - self._busy + len(finished)
         batch = [self._backlog.popleft() for _ in range(max(0, min(budget, len(self._backlog))))]
+        self._held = {(d.generation, d.tag): d for d in batch}
+        self._held_work = {work for work, _ in finished}
         admitted = [a for a in map(self._gate, batch) if a is not None]
         fresh = [
             a.message_id
@@ -212,7 +246,11 @@ class Intake:
         """Return the admitted delivery, or None if it was settled or sent on."""
         task_name = None
         if gate.refusal(delivery, self.config.max_message_bytes) is None:
-            task_name = self.hooks.get_task_type(delivery, delivery.body)
+            try:
+                task_name = self.hooks.get_task_type(delivery, delivery.body)
+            except Exception as exc:  # a consumer_class's hook: only this message suffers
+                self._reject(delivery, f"the consumer's get_task_type raised {exc!r}")
+                return None
         admitted = gate.admit(delivery, task_name, self.config.max_message_bytes)
         if isinstance(admitted, str):
             self._reject(delivery, admitted)
@@ -221,18 +259,25 @@ class Intake:
         if remaining > 0.5:
             self._forward(delivery, remaining, f"it is due in {remaining:.0f}s")
             return None
-        if delivery.redelivered and admitted.message_id in self._running:
-            # The broker handed back a message this worker is still running (after a
-            # reconnect): ack this copy when the running attempt finishes.
-            self._running[admitted.message_id].append(delivery)
+        if delivery.redelivered and self._hold_copy(delivery):
             return None
         return admitted
+
+    def _hold_copy(self, delivery: Delivery) -> bool:
+        """Keep a copy of a message this worker runs now; ack it when the run is recorded."""
+        copies = self._running.get(str(delivery.message_id))
+        if copies is None:
+            return False
+        copies.append(delivery)
+        self._release(delivery)
+        return True
 
     def _dispatch(self, admitted: list[gate.Admitted], claims: dict[str, Claim]) -> None:
         """Hand claimed deliveries to the task threads; settle the others."""
         for a in admitted:
             delivery, task = a.delivery, a.task
-            # One claim per id: a second copy in the same batch takes the slow path.
+            if self._hold_copy(delivery):
+                continue  # another copy of it, earlier in this batch, is running
             claim = claims.pop(a.message_id, None)
             if claim is None:
                 try:
@@ -259,6 +304,7 @@ class Intake:
             self._running.setdefault(a.message_id, [])
             deadline = time.monotonic() + task.time_limit if task.time_limit else None
             self.pool.put(Work(delivery, claim, task, a.args, a.kwargs, deadline))
+            self._release(delivery)
 
     # ------------------------------------------------------------------ outcomes
 
@@ -266,17 +312,25 @@ class Intake:
         self, finished: list[tuple[Work, Outcome]], records: list[Record], written: Written
     ) -> None:
         """Once the outcomes are committed: hand retries over, ack, log, call back."""
+        for work, _ in finished:
+            self._finish(work, Settle.ACK)
         if written.retried and written.entries is not None:
             self._hand_over_retries(written.retried, written.entries)
         for (work, outcome), record in zip(finished, records, strict=True):
-            self._finish(work, Settle.ACK)
             log_outcome(
                 self.logger, work.message_id, work.delivery.queue, work.task, outcome, record
             )
-            if record.kind is OutcomeKind.FAILED and work.claim.log_id is not None:
-                log = MessageLog.objects.filter(pk=work.claim.log_id).first()
-                if log is not None:
-                    self.hooks.fail(log, outcome.error or outcome.exception)
+            if record.kind is OutcomeKind.FAILED:
+                self._call_back(record.row_id, work, outcome)
+
+    def _call_back(self, row_id: int, work: Work, outcome: Outcome) -> None:
+        """Run the failure callbacks; their errors (or the database's) stay here."""
+        try:
+            log = MessageLog.objects.filter(pk=row_id).first()
+            if log is not None:
+                self.hooks.fail(log, outcome.error or outcome.exception)
+        except Exception:
+            self.logger.exception("Could not run the failure callbacks of %s", work.message_id)
 
     def _hand_over_retries(self, retried: list[int], entries: datetime) -> None:
         # Their outbox entries are committed: if this fails, the sweeper publishes them.
@@ -287,6 +341,7 @@ class Intake:
             self.logger.warning("Retries stay in the outbox for the sweeper: %s", exc)
 
     def _finish(self, work: Work, action: Settle) -> None:
+        self._held_work.discard(work)
         self._busy -= 1
         self._settle(work.delivery, action)
         # Ack the copies of this message that arrived while it ran here.
@@ -319,6 +374,7 @@ class Intake:
         )
         self.logger.debug("Delaying %s %s: %s", delivery.type, delivery.message_id, why)
         relays.get(self.queue.broker, self.config).submit([copy])
+        self._release(delivery)  # the relay's confirm settles it
 
 
 def _drain(source: queuelib.SimpleQueue[Any], limit: int = BATCH) -> list[Any]:

@@ -25,7 +25,7 @@ from carrot.worker.runner import Outcome, run_task
 ABANDON_GRACE = 2.0
 
 
-@dataclass
+@dataclass(eq=False)
 class Work:
     """A claimed delivery on its way to a task thread and back."""
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from carrot.broker.consuming import Delivery
 from carrot.models import MessageLog, OutboxEntry, WorkerHeartbeat
 from carrot.worker.attempts import Claim, OutcomeKind, Record
+from carrot.worker.heartbeats import new_identity, process_table, worker_name
 from carrot.worker.recorder import WAIT_FOR_OWNER, Recorder
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,7 +85,7 @@ def test_a_redelivery_runs_again_when_its_worker_went_silent():
 def test_a_dead_process_on_this_host_is_known_dead_at_once():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    log = in_progress_on(f"{socket.gethostname()}:{proc.pid}")
+    log = in_progress_on(f"{socket.gethostname()}:{proc.pid}:{process_table()}.0badf00d")
     claim = recorder().claim(delivery_for(log), log.task, [], {})
     assert claim.run
 
@@ -218,3 +219,25 @@ def test_a_rejection_fails_the_row_keeps_a_finished_one_and_creates_a_missing_on
     recorder().reject(delivery("not-a-uuid", type_="os.system"), "not registered")
     created = MessageLog.objects.get(task="os.system")
     assert (created.status, created.exception) == ("FAILED", "Message rejected: not registered")
+
+
+# ------------------------------------------------------------------ identity
+
+
+def test_two_processes_with_the_same_host_name_and_pid_have_different_names(monkeypatch):
+    # Two containers whose worker is PID 1 on hosts both called "web".
+    monkeypatch.setattr(socket, "gethostname", lambda: "web")
+    monkeypatch.setattr("os.getpid", lambda: 1)
+    assert new_identity() != new_identity()
+    assert new_identity().startswith("web:1:")
+
+
+def test_a_task_running_in_a_twin_container_is_waited_for():
+    """Before: both workers were called host:pid, so the redelivery looked like this
+    worker's own interrupted attempt and ran again beside the first."""
+    host, pid, _ = worker_name().split(":")
+    twin = f"{host}:{pid}:ffffff.0badf00d"  # same host name and PID, another process table
+    WorkerHeartbeat.objects.create(name=twin, hostname=host, pid=int(pid), last_seen=timezone.now())
+    log = in_progress_on(twin)
+    claim = Recorder(worker_name(), max_interruptions=3).claim(delivery_for(log), log.task, [], {})
+    assert (claim.run, claim.wait) == (False, WAIT_FOR_OWNER)

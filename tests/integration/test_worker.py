@@ -37,7 +37,7 @@ def test_a_task_completes_with_its_output_and_log(worker):
     ]
     assert [r["level"] for r in log.log] == ["DEBUG", "INFO", "WARNING", "ERROR"]
     assert log.attempts == 1
-    assert log.worker.endswith(f":{worker.pid}")
+    assert f":{worker.pid}:" in log.worker  # host:pid:instance
     assert log.start_time and log.completion_time and log.duration is not None
 
 

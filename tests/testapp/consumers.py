@@ -17,3 +17,12 @@ class RecordingConsumer(Consumer):
     ):
         super().__init__(host, queue, logger, name, durable, queue_arguments, exchange_arguments)
         self.add_failure_callback(record_failure)
+
+
+class RaisingConsumer(Consumer):
+    """A seed-style ``get_task_type`` override that raises on a malformed body."""
+
+    def get_task_type(self, properties, body):
+        if b"explode" in body:
+            raise ValueError("this body makes the hook raise")
+        return super().get_task_type(properties, body)
