@@ -1,4 +1,4 @@
-"""What operators ask of a queue: how deep it is, and to empty it."""
+"""What operators ask of queues: can carrot declare them, how deep are they, empty one."""
 
 from __future__ import annotations
 
@@ -7,6 +7,35 @@ import pika.exceptions as pex
 from carrot.broker.connection import close_quietly, connect, unavailable
 from carrot.broker.topology import declare_queue
 from carrot.conf import CarrotConfig, QueueConfig
+from carrot.exceptions import BrokerError, QueueMismatch
+
+
+def queue_problems(config: CarrotConfig) -> list[str]:
+    """Declare every configured queue as carrot does; return what RabbitMQ refused.
+
+    A queue that exists with other arguments, or that the user may not configure, cannot
+    take carrot's messages: its tasks fail "Not published", and a worker cannot consume it.
+    """
+    problems = []
+    for broker in config.brokers():
+        try:
+            connection = connect(
+                broker, config, heartbeat=None, name="carrot-health", doing="check"
+            )
+        except BrokerError as exc:
+            problems.append(str(exc))
+            continue
+        try:
+            for queue in (q for q in config.queues if q.broker.key == broker.key):
+                try:
+                    declare_queue(connection.channel(), queue)  # a refusal closes the channel
+                except QueueMismatch as exc:
+                    problems.append(f"queue {queue.name!r}: {exc}")
+                except pex.AMQPError as exc:
+                    problems.append(f"queue {queue.name!r}: {exc}")
+        finally:
+            close_quietly(connection)
+    return problems
 
 
 def queue_depths(queue: QueueConfig, config: CarrotConfig) -> dict[str, tuple[int, int]]:

@@ -30,7 +30,7 @@ from pika import spec
 from carrot.broker.connection import blocked_message, connection_parameters, describe, unavailable
 from carrot.broker.outgoing import Outgoing, notify, properties
 from carrot.broker.targets import Targets
-from carrot.broker.topology import Declaration, Route
+from carrot.broker.topology import Route, queue_declarations
 from carrot.conf import BrokerConfig, CarrotConfig
 from carrot.exceptions import BrokerUnavailable, PublishError
 
@@ -58,7 +58,6 @@ class Relay:
         self._reached_ready = False
         self._unconfirmed: dict[int, Outgoing] = {}
         self._returned: set[str] = set()
-        self._declaring: Declaration | None = None
         self._probe = 0  # messages still to publish one at a time (see the docstring)
         self._tag = 0
         self.blocked = False
@@ -251,13 +250,23 @@ class Relay:
     def _on_channel(self, channel: Any) -> None:
         self._channel = channel
         self.targets.new_channel()
-        self._declaring = None
         self._tag = 0
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.confirm_delivery(self._on_confirm, callback=self._on_confirm_mode)
 
     def _on_confirm_mode(self, _frame: Any) -> None:
+        # Every configured queue of this broker is declared before anything is published,
+        # so a queue RabbitMQ refuses is known (and logged) at once, not at its first use.
+        startup = [
+            declaration
+            for queue in self.config.queues
+            if queue.broker.key == self.broker.key
+            for declaration in queue_declarations(queue)
+        ]
+        self.targets.prime(self._channel, startup, then=self._become_ready)
+
+    def _become_ready(self) -> None:
         self._reached_ready = True
         self._last_attempt = time.monotonic()
         self._attempts_done += 1
@@ -271,7 +280,7 @@ class Relay:
         connection = self._connection
         if self._stopping or connection is None or not connection.is_open:
             return  # the connection is closing: _on_close takes over
-        declaring, self._declaring = self._declaring, None
+        declaring, self.targets.declaring = self.targets.declaring, None
         if declaring is not None:
             why = self.targets.refused(declaring, reason)
             logger.error("Relay to %s: %s", self.broker.display_url, why)
@@ -312,30 +321,13 @@ class Relay:
             if missing:
                 with self._lock:
                     self._pending.appendleft(item)
-                self._declare(channel, missing[0])
+                self.targets.declare(channel, missing[0], then=self._flush)
                 return
             self._tag += 1
             self._unconfirmed[self._tag] = item
             route = item.route
             channel.basic_publish(
                 route.exchange, route.routing_key, item.body, properties(item), mandatory=True
-            )
-
-    def _declare(self, channel: Any, declaration: Declaration) -> None:
-        if self._declaring is not None:
-            return  # one at a time; its callback flushes again
-
-        def done(_frame: Any) -> None:
-            self._declaring = None
-            self.targets.declared(declaration)
-            self._flush()
-
-        self._declaring = declaration
-        if declaration.exchange:
-            channel.exchange_declare(declaration.name, passive=True, callback=done)
-        else:
-            channel.queue_declare(
-                declaration.name, durable=True, arguments=declaration.arguments, callback=done
             )
 
     def _refuse_pending(self, matches: Any, reason: str) -> None:

@@ -1,4 +1,5 @@
-"""What the relay has declared on its channel, and the targets RabbitMQ refused.
+"""What the relay has declared on its channel, is declaring, and the targets RabbitMQ
+refused.
 
 A refused declaration (a queue declared with other arguments, a queue the user may not
 configure, an exchange that does not exist) refuses the messages for that target with the
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from carrot.broker.connection import describe
@@ -38,6 +40,7 @@ class Targets:
 
     def __init__(self, broker: BrokerConfig) -> None:
         self.broker = broker
+        self.declaring: Declaration | None = None  # its failure closes the channel
         self._declared: set[str] = set()
         self._refused: dict[str, tuple[str, float]] = {}  # key -> (why, when)
         self._lock = threading.Lock()
@@ -45,6 +48,36 @@ class Targets:
     def new_channel(self) -> None:
         """A new channel has declared nothing yet."""
         self._declared.clear()
+        self.declaring = None
+
+    def declare(self, channel: Any, declaration: Declaration, then: Callable[[], None]) -> None:
+        """Declare on the relay's channel (its I/O thread), one at a time, then call
+        ``then``. A refusal closes the channel instead (see ``Relay._on_channel_closed``)."""
+        if self.declaring is not None:
+            return  # its callback goes on
+
+        def done(_frame: Any) -> None:
+            self.declaring = None
+            self.declared(declaration)
+            then()
+
+        self.declaring = declaration
+        if declaration.exchange:
+            channel.exchange_declare(declaration.name, passive=True, callback=done)
+        else:
+            channel.queue_declare(
+                declaration.name, durable=True, arguments=declaration.arguments, callback=done
+            )
+
+    def prime(self, channel: Any, todo: list[Declaration], then: Callable[[], None]) -> None:
+        """Declare ``todo`` in turn (skipping targets refused moments ago), then call
+        ``then``."""
+        while todo and self.refused_recently(todo[0]):
+            todo = todo[1:]
+        if not todo:
+            then()
+        elif channel is not None and channel.is_open:
+            self.declare(channel, todo[0], then=lambda: self.prime(channel, todo[1:], then))
 
     def missing(self, route: Route) -> list[Declaration]:
         return [d for d in route.declarations if d.key not in self._declared]
@@ -60,6 +93,11 @@ class Targets:
         with self._lock:
             self._refused[declaration.key] = (why, time.monotonic())
         return why
+
+    def refused_recently(self, declaration: Declaration) -> bool:
+        with self._lock:
+            refused = self._refused.get(declaration.key)
+        return refused is not None and time.monotonic() - refused[1] < self.RETRY_AFTER
 
     def refusal(self, route: Route) -> str | None:
         """Return why messages on ``route`` are refused now, or None."""

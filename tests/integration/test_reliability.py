@@ -13,9 +13,11 @@ import struct
 import threading
 import time
 import uuid
+from io import StringIO
 
 import pika
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from carrot.exceptions import BrokerError
@@ -56,6 +58,28 @@ def test_a_queue_that_cannot_be_declared_stops_no_other_queue(broker, hand_made_
     reason = MessageLog.objects.get(pk=bad.pk).exception
     assert reason.startswith("Not published: ") and "other arguments" in reason
     assert "rabbitmqctl delete_queue other" in reason
+
+
+def test_the_health_check_names_a_queue_that_cannot_be_declared(hand_made_other):
+    out, err = StringIO(), StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("carrot_health", stdout=out, stderr=err)
+    assert exit_.value.code == 1
+    assert "queue 'other'" in err.getvalue() and "rabbitmqctl delete_queue other" in err.getvalue()
+
+
+def test_the_relay_names_a_queue_that_cannot_be_declared_when_it_connects(hand_made_other, caplog):
+    """The refusal is in the log as soon as the relay connects, before any message for the
+    queue, and a delay() to it fails at once with the reason."""
+    from carrot.broker.relays import relays
+
+    relays.stop_all(1)
+    add.delay(1, 1)  # connects the relay; 'other' is declared at once, and refused
+    assert any("queue 'other' exists" in r.getMessage() for r in caplog.records)
+    with pytest.raises(BrokerError, match="other arguments"):
+        on_other_queue.delay("x")
+    row = MessageLog.objects.get(queue="other")
+    assert row.status == "FAILED" and row.exception.startswith("Not published: ")
 
 
 class PoisonProperties(pika.BasicProperties):

@@ -2,7 +2,8 @@
 
 For container orchestrators: as a liveness probe on a worker container, use ``--worker``
 (a worker process on this host must have a fresh heartbeat); as a readiness probe, the
-default checks the database and the broker.
+default checks the database, the broker, and that every configured queue can be declared
+as carrot declares it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import DatabaseError, connection
 
 from carrot.broker.connection import check_connection
+from carrot.broker.maintenance import queue_problems
 from carrot.conf import get_config
 from carrot.exceptions import BrokerError
 from carrot.models import WorkerHeartbeat
@@ -39,13 +41,19 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             problems.append(f"database: {exc}")
         config = get_config()
-        brokers = {q.broker.key: q.broker for q in config.queues}
-        for broker in brokers.values():
+        reachable = True
+        for broker in config.brokers():
             try:
                 check_connection(broker, config)
                 self.stdout.write(f"broker {broker.display_url}: ok")
             except BrokerError as exc:
                 problems.append(f"broker: {exc}")
+                reachable = False
+        if reachable:
+            refused = queue_problems(config)
+            problems += refused
+            if not refused:
+                self.stdout.write(f"queues: ok ({', '.join(config.queue_names)})")
         if options["worker"] and not problems:
             fresh = WorkerHeartbeat.objects.filter(
                 hostname=socket.gethostname(), last_seen__gte=datetime.now(tz=UTC) - LEASE
