@@ -58,16 +58,34 @@ def queue_depths(queue: QueueConfig, config: CarrotConfig) -> dict[str, tuple[in
     return out
 
 
-def purge_queue(queue: QueueConfig, config: CarrotConfig) -> int:
-    """Remove every ready message from a work queue; return how many were removed."""
+def drain_queue(queue: QueueConfig, config: CarrotConfig) -> list[str | None]:
+    """Remove the messages waiting in a work queue now; return their message ids.
+
+    Unlike a purge, which only counts, this tells which tasks lost their message, so
+    exactly those can be marked. Messages published while it runs are left alone, and so
+    are messages in the queue's delay queues (they are not waiting in it yet).
+    """
     connection = connect(
         queue.broker, config, heartbeat=None, name="carrot-purge", doing="purge a queue"
     )
+    removed: list[str | None] = []
     try:
         channel = connection.channel()
         declare_queue(channel, queue)
-        result = channel.queue_purge(queue.name)
-        return int(result.method.message_count)
+        waiting = channel.queue_declare(queue.name, passive=True).method.message_count
+        if not waiting:
+            return removed
+        channel.basic_qos(prefetch_count=min(waiting, 1000))
+        for method, properties, _body in channel.consume(queue.name, inactivity_timeout=1):
+            if method is None:  # nothing more arrived within a second
+                break
+            removed.append(getattr(properties, "message_id", None))
+            if len(removed) >= waiting or len(removed) % 500 == 0:
+                channel.basic_ack(method.delivery_tag, multiple=True)
+            if len(removed) >= waiting:
+                break
+        channel.cancel()  # unacked deliveries, if any, go back to the queue
+        return removed
     except pex.AMQPError as exc:
         raise unavailable(queue.broker, exc, f"purge queue {queue.name!r}") from exc
     finally:

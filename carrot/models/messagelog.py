@@ -10,6 +10,7 @@ from django.db import models, router, transaction
 
 from carrot.conf import get_config
 from carrot.exceptions import CarrotError, NotRequeueable
+from carrot.masking import search_text
 from carrot.models import lifecycle
 from carrot.models.handover import hand_over_after_commit, outgoing, publishable
 from carrot.models.outbox import add_entries
@@ -88,6 +89,12 @@ class MessageLog(CallArguments, models.Model):
     eta = models.DateTimeField(
         null=True, blank=True, help_text="not run before this time (countdown, eta, retry)"
     )
+    search_text = models.TextField(
+        blank=True,
+        default="",
+        editable=False,
+        help_text="the arguments as the monitor searches them, with secrets masked",
+    )
 
     objects = MessageLogQuerySet.as_manager()
 
@@ -102,6 +109,10 @@ class MessageLog(CallArguments, models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} [{self.status}] {self.uuid}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.search_text = search_text(self.task_args, self.task_kwargs)
+        super().save(*args, **kwargs)
 
     @property
     def is_finished(self) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django_htmx.middleware import HtmxDetails
 
 from carrot.models import MessageLog
@@ -65,3 +67,31 @@ def status_slug(status: str) -> str:
         if value == status:
             return slug
     raise Http404
+
+
+def confirm_first(request: HttpRequest, question: str) -> HttpResponse | None:
+    """Ask before a destructive action when the browser could not (no JavaScript).
+
+    With htmx the browser asked already (``hx-confirm``, or carrot.js for actions whose
+    question needs a count from the server); a plain form post gets a page with the
+    question, and the action runs when that page is submitted (``confirmed=yes``).
+    Returns None when the action may go ahead.
+    """
+    if htmx(request) or request.POST.get("confirmed") == "yes":
+        return None
+    fields = [
+        (key, value)
+        for key in request.POST
+        if key not in ("csrfmiddlewaretoken", "confirmed")
+        for value in request.POST.getlist(key)
+    ]
+    back = request.META.get("HTTP_REFERER") or reverse("carrot:index")
+    context = {
+        "question": question,
+        "fields": fields,
+        "action": request.get_full_path(),
+        "back": back if back.startswith(("/", request.build_absolute_uri("/"))) else "/",
+        "tabs": TAB_LABELS,
+        "counts": counts(),
+    }
+    return render(request, "carrot/confirm.html", context)

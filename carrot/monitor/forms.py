@@ -10,8 +10,8 @@ from django import forms
 from django.conf import settings
 
 from carrot.conf import get_config
+from carrot.masking import mask, unmask
 from carrot.models import ScheduledTask
-from carrot.monitor.masking import mask, unmask
 from carrot.registry import registry
 from carrot.scheduling.cadence import UNITS, Cadence
 from carrot.scheduling.edits import save_schedule
@@ -71,6 +71,8 @@ class JSONField(forms.CharField):
             raise forms.ValidationError(f"Enter {wanted}.")
         if _depth(data) > MAX_JSON_DEPTH:
             raise forms.ValidationError(f"This JSON is nested more than {MAX_JSON_DEPTH} levels.")
+        if "\x00" in json.dumps(data, ensure_ascii=False):
+            raise forms.ValidationError("Text in this JSON contains a NUL character (\\u0000).")
         return data
 
 

@@ -12,11 +12,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from carrot.exceptions import BrokerError, CarrotError
+from carrot.masking import mask
 from carrot.models import ScheduledTask
 from carrot.monitor.access import monitor_view
-from carrot.monitor.common import TAB_LABELS, counts, htmx, notify, with_notices
+from carrot.monitor.common import TAB_LABELS, confirm_first, counts, htmx, notify, with_notices
 from carrot.monitor.forms import ScheduleForm
-from carrot.monitor.masking import mask
 from carrot.registry import registry
 from carrot.scheduling.cadence import Cadence, upcoming
 from carrot.scheduling.edits import pause, resume, run_now
@@ -115,6 +115,9 @@ def schedule_edit(request: HttpRequest, pk: int) -> HttpResponse:
 @monitor_view(permission="carrot.delete_scheduledtask")
 def schedule_delete(request: HttpRequest, pk: int) -> HttpResponse:
     row = get_object_or_404(ScheduledTask, pk=pk)
+    asked = confirm_first(request, f"Delete the schedule {row.task_name}?")
+    if asked is not None:
+        return asked
     if row.is_declared and row.removed_at is None:
         notify(request, f"{row.task_name!r} is declared in code; remove it there instead.", "error")
     else:

@@ -4,22 +4,31 @@ queue. POST only, CSRF-protected, each with the model permission it needs."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from carrot.broker.maintenance import purge_queue
+from carrot.broker.maintenance import drain_queue
 from carrot.conf import get_config
 from carrot.exceptions import BrokerError, CarrotError, NotRequeueable
 from carrot.models import MessageLog
 from carrot.models.lifecycle import PURGE
 from carrot.monitor.access import may, monitor_view
-from carrot.monitor.common import STATUSES, htmx, notify, status_slug, with_notices
+from carrot.monitor.common import (
+    STATUSES,
+    TAB_LABELS,
+    confirm_first,
+    htmx,
+    notify,
+    status_slug,
+    with_notices,
+)
 from carrot.monitor.filters import Filters
 from carrot.monitor.task_views import detail_context, list_context
 
@@ -58,6 +67,9 @@ def _requeue_one(request: HttpRequest, log: MessageLog) -> bool:
 def task_requeue(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """Publish a failed task again."""
     log = get_object_or_404(MessageLog, uuid=pk)
+    asked = confirm_first(request, f"Requeue {log.task}?")
+    if asked is not None:
+        return asked
     if _requeue_one(request, log):
         notify(request, f"Requeued {log.task}.")
     if htmx(request).target == "task-detail":
@@ -73,6 +85,9 @@ def task_delete(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     """Delete a finished task's row (a queued copy of it is then skipped by workers)."""
     log = get_object_or_404(MessageLog, uuid=pk)
     slug = status_slug(log.status)
+    asked = confirm_first(request, f"Delete the record of {log.task} ({log.uuid})?")
+    if asked is not None:
+        return asked
     # Conditional: the row may have started running since the page was drawn.
     deleted, _ = (
         MessageLog.objects.filter(pk=log.pk).exclude(status=MessageLog.IN_PROGRESS).delete()
@@ -86,31 +101,67 @@ def task_delete(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
     return _after_action(request, slug)
 
 
-@require_POST
-@monitor_view
-def bulk_action(request: HttpRequest, slug: str) -> HttpResponse:
-    """Requeue or delete the selected rows, or every row matching the current filter."""
+DELETE_LIMIT = 100 * 1000  # rows one "delete all" deletes, in batches of 1000
+
+
+def _bulk_rows(request: HttpRequest, slug: str, data: Any) -> tuple[str, QuerySet[MessageLog]]:
+    """Return the action and the rows a bulk request would touch (before its limit)."""
     if slug not in STATUSES:
         raise Http404
-    action = request.POST.get("action")
+    action = str(data.get("action", ""))
     needed = "carrot.delete_messagelog" if action == "delete" else "carrot.change_messagelog"
     if not may(request, needed):
         raise PermissionDenied(f"You need the {needed!r} permission for this action.")
     qs: QuerySet[MessageLog] = MessageLog.objects.filter(status=STATUSES[slug])
     # "scope" comes from hx-vals, or from the button's formaction without JavaScript.
-    if (request.POST.get("scope") or request.GET.get("scope")) == "filter":
-        qs = Filters.from_request(request.POST).apply(qs)
-    else:
-        ids = []
-        for value in request.POST.getlist("ids")[:BULK_LIMIT]:
-            try:
-                ids.append(uuid.UUID(value))
-            except ValueError:
-                continue
-        if not ids:
-            notify(request, "Select some tasks first.", "error")
-            return _after_action(request, slug)
-        qs = qs.filter(uuid__in=ids)
+    if (data.get("scope") or request.GET.get("scope")) == "filter":
+        return action, Filters.from_request(data).apply(qs)
+    ids = []
+    for value in data.getlist("ids")[:BULK_LIMIT]:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return action, qs.filter(uuid__in=ids)
+
+
+def _question(action: str, slug: str, qs: QuerySet[MessageLog], data: Any) -> str:
+    """Say what a bulk action will touch, with the number of tasks (up to its limit)."""
+    limit = DELETE_LIMIT if action == "delete" else BULK_LIMIT
+    count = qs[: limit + 1].count()
+    verb = "Delete" if action == "delete" else "Requeue"
+    what = f"{TAB_LABELS[slug].lower()} task{'s' if count != 1 else ''}"
+    if (data.get("scope") or "") != "filter":
+        return f"{verb} the {count:,} selected {what}?"
+    scope = " matching the filter" if Filters.from_request(data).active else ""
+    if count > limit:
+        return f"{verb} the oldest {limit:,} of more than {limit:,} {what}{scope}?"
+    return f"{verb} {'all ' if not scope else ''}{count:,} {what}{scope}?"
+
+
+@require_GET
+@monitor_view
+def bulk_question(request: HttpRequest, slug: str) -> JsonResponse:
+    """The question the browser asks before a bulk action by filter (carrot.js)."""
+    action, qs = _bulk_rows(request, slug, request.GET)
+    return JsonResponse({"question": _question(action, slug, qs, request.GET)})
+
+
+@require_POST
+@monitor_view
+def bulk_action(request: HttpRequest, slug: str) -> HttpResponse:
+    """Requeue or delete the selected rows, or every row matching the current filter."""
+    action, qs = _bulk_rows(request, slug, request.POST)
+    by_filter = (request.POST.get("scope") or request.GET.get("scope")) == "filter"
+    if not by_filter and not request.POST.getlist("ids"):
+        notify(request, "Select some tasks first.", "error")
+        return _after_action(request, slug)
+    data = request.POST.copy()
+    if by_filter:
+        data["scope"] = "filter"  # also when it came in the URL (no JavaScript)
+    asked = confirm_first(request, _question(action, slug, qs, data))
+    if asked is not None:
+        return asked
     if action == "requeue" and slug == "failed":
         done = sum(_requeue_one(request, log) for log in qs.order_by("id")[:BULK_LIMIT])
         notify(
@@ -141,18 +192,35 @@ def _delete_batched(qs: QuerySet[MessageLog], batch: int = 1000, batches: int = 
 @require_POST
 @monitor_view(permission="carrot.delete_messagelog")
 def queue_purge(request: HttpRequest, name: str) -> HttpResponse:
-    """Drop every message waiting in a queue; their rows become FAILED ("purged")."""
+    """Drop the messages waiting in a queue; exactly their tasks become FAILED ("purged").
+
+    Tasks waiting in a delay queue (countdown, retry) or not published yet are untouched.
+    """
+    asked = confirm_first(
+        request, f"Drop every message waiting in queue {name}? Their tasks will be marked failed."
+    )
+    if asked is not None:
+        return asked
     config = get_config()
     try:
         queue = config.queue(name)
-        removed = purge_queue(queue, config)
+        removed = drain_queue(queue, config)
     except (CarrotError, BrokerError) as exc:
         notify(request, f"Queue {name!r} was not purged: {exc}", "error")
         return _after_action(request, "queued")
     user = getattr(request.user, "get_username", lambda: "someone")()
-    marked = MessageLog.objects.filter(queue=name).apply(
-        PURGE,
-        exception=f"Purged from queue {name!r} by {user} in the monitor; requeue it to run it.",
-    )
-    notify(request, f"Purged {removed} message(s) from {name!r}; {marked} task(s) marked failed.")
+    ids: list[uuid.UUID] = [u for u in map(_uuid, removed) if u is not None]
+    reason = f"Purged from queue {name!r} by {user} in the monitor; requeue it to run it."
+    marked = 0
+    for start in range(0, len(ids), 1000):
+        rows = MessageLog.objects.filter(uuid__in=ids[start : start + 1000])
+        marked += rows.apply(PURGE, exception=reason)
+    notify(request, f"Purged {len(removed)} message(s) from {name!r}; {marked} marked failed.")
     return _after_action(request, "queued")
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None

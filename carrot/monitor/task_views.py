@@ -16,11 +16,11 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
 from carrot.conf import get_config
+from carrot.masking import mask
 from carrot.models import MessageLog
 from carrot.monitor.access import monitor_view
 from carrot.monitor.common import STATUSES, TAB_LABELS, counts, htmx, status_slug
 from carrot.monitor.filters import Filters, page
-from carrot.monitor.masking import mask
 from carrot.registry import registry
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -98,7 +98,7 @@ def detail_context(request: HttpRequest, log: MessageLog) -> dict[str, Any]:
         "args": mask(log.task_args),
         "kwargs": mask(log.task_kwargs),
         "output": mask(log.output),
-        "records": [r for r in log.log or [] if r.get("levelno", 0) >= LEVEL_NUMBERS[level]],
+        "records": [mask(r) for r in log.log or [] if r.get("levelno", 0) >= LEVEL_NUMBERS[level]],
         "level": level,
         "levels": LOG_LEVELS,
         "registered": log.task in registry,

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", task_views.index, name="index"),
     path("tasks/<slug:slug>/", task_views.task_list, name="tasks"),
     path("tasks/<slug:slug>/bulk/", task_actions.bulk_action, name="bulk"),
+    path("tasks/<slug:slug>/bulk/question/", task_actions.bulk_question, name="bulk_question"),
     path("counts/", task_views.tab_counts, name="counts"),
     path("task/<uuid:pk>/", task_views.task_detail, name="task"),
     path("task/<uuid:pk>/requeue/", task_actions.task_requeue, name="requeue"),

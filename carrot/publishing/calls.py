@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from carrot.conf import QueueConfig, get_config
 from carrot.exceptions import TaskNotRegistered
+from carrot.masking import search_text
 from carrot.messages import encode_body, normalise_arguments
 from carrot.models import MessageLog
 from carrot.registry import registry
@@ -75,6 +76,7 @@ def prepare(
         priority=priority,
         task_args=norm_args,
         task_kwargs=norm_kwargs,
+        search_text=search_text(norm_args, norm_kwargs),
         publish_time=timezone.now(),
         **fields,
     )

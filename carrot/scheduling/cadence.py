@@ -25,6 +25,9 @@ from django.conf import settings
 
 CATCH_UP = timedelta(seconds=10)
 UNITS = ("seconds", "minutes", "hours", "days")
+UNIT_SECONDS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
+# Longer intervals are a typo, and would overflow date arithmetic near year 9999.
+MAX_INTERVAL = timedelta(days=3660)
 # Cron iteration is bounded: a missed period longer than this is searched from its end.
 _CRON_LOOKBACK = timedelta(days=7)
 _DST_MARGIN = timedelta(hours=3)
@@ -122,6 +125,10 @@ class Cadence:
             raise ValueError(f"the interval unit must be one of {', '.join(UNITS)}, got {unit!r}")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise ValueError(f"the interval count must be a positive integer, got {count!r}")
+        if count * UNIT_SECONDS[unit] > MAX_INTERVAL.total_seconds():
+            raise ValueError(
+                f"the interval is too large: at most {MAX_INTERVAL.days} days, got {count} {unit}"
+            )
         return cls(interval=timedelta(**{unit: count}))
 
     @classmethod

@@ -13,6 +13,7 @@ from django import template
 from django.urls import reverse
 from django.utils import timezone
 
+from carrot.masking import mask_text
 from carrot.monitor.assets import version
 
 register = template.Library()
@@ -35,6 +36,12 @@ def as_json_inline(value: Any) -> str:
     """Return JSON data on one line, cut at 120 characters."""
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 120 else text[:119] + "…"
+
+
+@register.filter
+def masked(text: str) -> str:
+    """Return text with URL passwords and ``secret_name=value`` values masked."""
+    return mask_text(text)
 
 
 @register.filter

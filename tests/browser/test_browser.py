@@ -380,3 +380,54 @@ def test_xss_payloads_stay_inert(page: Any, staff: Any) -> None:
 
     assert page.evaluate("typeof window.__xss") == "undefined"
     assert dialogs == []
+
+
+def test_bulk_actions_ask_first_and_cancel_changes_nothing(page: Any, staff: Any) -> None:
+    """Before: the bulk buttons carried hx-confirm but the form issued the request, so htmx
+    never asked: Cancel was impossible and every row went."""
+    from playwright.sync_api import expect
+
+    from carrot.models import MessageLog
+
+    logs = [failed_log(task_args=[n, n]) for n in range(3)]
+    answers: list[bool] = []
+    dialogs: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept() if answers.pop(0) else dialog.dismiss()
+
+    page.on("dialog", answer)
+    log_in(page, f"{MONITOR}tasks/failed/")
+    wait_for_htmx(page)
+    page.locator(f"#sel-{logs[0].uuid}").check()
+    delete_selected = page.get_by_role("button", name="Delete selected")
+
+    answers.append(False)  # Cancel
+    delete_selected.click()
+    expect(page.locator(f"#row-{logs[0].uuid}")).to_be_visible()
+    assert dialogs == ["Delete the selected tasks?"]
+    assert MessageLog.objects.count() == 3
+
+    answers.append(True)  # OK
+    delete_selected.click()
+    expect(page.locator(f"#row-{logs[0].uuid}")).to_have_count(0)
+    assert dialogs == ["Delete the selected tasks?"] * 2
+    assert MessageLog.objects.count() == 2
+
+    delete_all = page.get_by_role("button", name="Delete all")
+    answers.append(False)
+    delete_all.click()  # the browser asks the server how many, then asks the operator
+    for _ in range(100):  # Playwright handles the dialog while it waits, not in a sleep
+        if len(dialogs) == 3:
+            break
+        page.wait_for_timeout(100)
+    assert dialogs[2] == "Delete all 2 failed tasks?"
+    expect(page.locator(f"#row-{logs[1].uuid}")).to_be_visible()
+    assert MessageLog.objects.count() == 2
+
+    answers.append(True)
+    delete_all.click()
+    expect(page.locator("#task-table tr.empty")).to_be_visible()
+    assert dialogs[3] == "Delete all 2 failed tasks?"
+    assert not MessageLog.objects.exists()

@@ -159,7 +159,8 @@ def test_staff_without_permissions_can_look_but_not_act(client, rows):
     user = User.objects.get(pk=user.pk)  # drop the permission cache
     client.force_login(user)
     assert client.post(bulk, {"action": "requeue", **selected}).status_code == 403
-    assert client.post(bulk, {"action": "delete", **selected}).status_code == 302
+    confirmed = {"action": "delete", "confirmed": "yes", **selected}
+    assert client.post(bulk, confirmed).status_code == 302
     assert not MessageLog.objects.filter(pk=rows["failed"].pk).exists()
 
 
@@ -182,7 +183,9 @@ def test_posts_without_a_csrf_token_are_refused(rows):
     page = client.get(reverse("carrot:tasks", args=["failed"]))
     token = page.cookies["csrftoken"].value
     response = client.post(
-        reverse("carrot:delete", args=[rows["failed"].uuid]), headers={"X-CSRFToken": token}
+        reverse("carrot:delete", args=[rows["failed"].uuid]),
+        {"confirmed": "yes"},
+        headers={"X-CSRFToken": token},
     )
     assert response.status_code == 302
     assert not MessageLog.objects.filter(pk=rows["failed"].pk).exists()
@@ -299,7 +302,8 @@ def test_lists_are_newest_first_and_paginated_by_keyset(staff):
 
 def test_search_by_task_arguments_and_id_and_filter_by_queue_and_task(staff):
     a = make_logs(1, queue="other")[0]
-    MessageLog.objects.filter(pk=a.pk).update(task_kwargs={"customer": "ACME-42"})
+    a.task_kwargs = {"customer": "ACME-42"}
+    a.save()
     b = MessageLog.objects.create(task="tests.testapp.tasks.record", status="PUBLISHED")
     url = reverse("carrot:tasks", args=["queued"])
     assert ids_in(staff.get(url, {"q": "acme-42"})) == [a.id]
@@ -401,7 +405,11 @@ def test_bulk_requeue_selected_and_delete_matching_filter(staff, broker):
 def test_delete_all_completed(staff):
     make_logs(3, status="COMPLETED")
     make_logs(2, status="FAILED")
-    staff.post(reverse("carrot:bulk", args=["completed"]) + "?scope=filter", {"action": "delete"})
+    url = reverse("carrot:bulk", args=["completed"]) + "?scope=filter"
+    page = staff.post(url, {"action": "delete"})  # without JavaScript: asked first
+    assert "Delete all 3 completed tasks?" in page.content.decode()
+    assert MessageLog.objects.completed().count() == 3
+    staff.post(url, {"action": "delete", "confirmed": "yes"})
     assert MessageLog.objects.completed().count() == 0
     assert MessageLog.objects.failed().count() == 2
 

@@ -34,13 +34,15 @@ def body(*args, **kwargs) -> bytes:
 
 @pytest.fixture
 def hand_made_other(broker):
-    """Queue ``other`` made by hand with arguments carrot does not declare."""
+    """Queue ``other`` made by hand with arguments carrot does not declare, as a process
+    that starts now finds it (its relay has declared nothing yet)."""
+    from carrot.broker.relays import relays
+
+    relays.stop_all(1)
     broker.delete("other", "other.dlq")
     broker.channel.queue_declare("other", durable=True, arguments={"x-max-priority": 255})
     yield
     broker.delete("other", "other.dlq")
-    from carrot.broker.relays import relays
-
     relays.stop_all(1)  # forget that 'other' was refused
 
 

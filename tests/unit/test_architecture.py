@@ -28,7 +28,7 @@ LAYERS = {
     "carrot.scheduling.cadence": 2,
     "carrot.scheduling.declaration": 2,
     "carrot.models.lifecycle": 2,
-    "carrot.monitor.masking": 2,
+    "carrot.masking": 2,
     "carrot.broker": 3,
     "carrot.tasks": 4,
     "carrot.models": 5,

@@ -228,3 +228,9 @@ def test_the_catch_up_window_is_ten_seconds():
     start = utc(2025, 1, 1, 10)
     assert len(due_ticks(cadence, start, start + CATCH_UP).ticks) == 11
     assert len(due_ticks(cadence, start, start + CATCH_UP + timedelta(seconds=1)).ticks) == 1
+
+
+def test_an_interval_too_large_is_refused_with_the_limit():
+    with pytest.raises(ValueError, match="too large: at most 3660 days"):
+        Cadence.every("days", 10**15)
+    assert Cadence.every("days", 3660).interval.days == 3660

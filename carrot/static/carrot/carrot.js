@@ -57,6 +57,32 @@
     notice(text, "error");
   });
 
+  // Bulk actions by filter ask a question only the server can word: how many tasks they
+  // touch. Ask it (a GET), then confirm in the browser; Cancel sends nothing.
+  document.addEventListener("htmx:confirm", function (event) {
+    var elt = event.detail.elt;
+    var url = elt && elt.getAttribute && elt.getAttribute("data-question-url");
+    if (!url) return;
+    event.preventDefault();
+    var params = new URLSearchParams();
+    ["q", "queue", "task"].forEach(function (name) {
+      var input = elt.form && elt.form.elements[name];
+      if (input && input.value) params.set(name, input.value);
+    });
+    params.set("action", elt.value);
+    params.set("scope", "filter");
+    fetch(url + "?" + params.toString(), { credentials: "same-origin" })
+      .then(function (response) {
+        if (!response.ok) throw new Error(response.status);
+        return response.json();
+      })
+      .then(function (data) { return data.question; })
+      .catch(function () { return "This changes every task the filter matches. Go ahead?"; })
+      .then(function (question) {
+        if (window.confirm(question)) event.detail.issueRequest(true);
+      });
+  });
+
   document.addEventListener("htmx:sendError", function () {
     notice("The monitor cannot reach the server; retrying with the next refresh.", "error");
   });
