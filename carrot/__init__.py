@@ -1,5 +1,6 @@
 """django-carrot: a decorator-driven task queue for Django on RabbitMQ."""
 
+from carrot.current import CurrentCall, current_call
 from carrot.exceptions import (
     BrokerError,
     BrokerUnavailable,
@@ -20,6 +21,7 @@ __all__ = [
     "BrokerUnavailable",
     "CarrotConfigError",
     "CarrotError",
+    "CurrentCall",
     "InvalidTask",
     "MessageTooLarge",
     "PublishError",
@@ -28,6 +30,7 @@ __all__ = [
     "TaskNotRegistered",
     "TimeLimitExceeded",
     "__version__",
+    "current_call",
     "periodic",
     "task",
 ]

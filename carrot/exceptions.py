@@ -92,3 +92,24 @@ class Retry(CarrotError):  # noqa: N818  (a signal, like StopIteration, not an e
 
 class TimeLimitExceeded(CarrotError):  # noqa: N818  (the phrase users will search for)
     """A task ran longer than its ``time_limit``."""
+
+
+class MessageRejected(CarrotError):
+    """The worker refused a message before running anything; it was dead-lettered.
+
+    Recorded (as the error type of the row), never raised at users.
+    """
+
+
+class TaskInterrupted(CarrotError):  # noqa: N818  (what happened, as the monitor shows it)
+    """A task's attempts kept ending without an outcome (its worker died each time).
+
+    Recorded (as the error type of the row), never raised at users.
+    """
+
+
+class MessagePurged(CarrotError):  # noqa: N818
+    """An operator purged the task's message from its queue before it ran.
+
+    Recorded (as the error type of the row), never raised at users.
+    """

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from carrot.exceptions import MessagePurged, MessageRejected, PublishError, TaskInterrupted
+
 PUBLISHED = "PUBLISHED"
 IN_PROGRESS = "IN_PROGRESS"
 FAILED = "FAILED"
@@ -46,6 +48,26 @@ PLUS_ONE: Any = Increment()
 
 
 @dataclass(frozen=True)
+class Archive:
+    """``attempt_history`` with the row's current attempt appended (worker, start time,
+    and its error: this transition's ``exception``/``exception_type``/``traceback``
+    parameters, the row's columns, or none). With ``only_unarchived`` the attempt is
+    appended only if it is not there yet (``attempts`` > the history's length).
+
+    Evaluated by the database from the row's values before the UPDATE; it is the first
+    assignment of its transition (MySQL evaluates assignments left to right).
+    """
+
+    error: str  # "params", "columns" or "none"
+    only_unarchived: bool = False
+
+
+def error_type(exc_class: type[BaseException]) -> str:
+    """Return the dotted path of an exception class, as ``exception_type`` stores it."""
+    return f"{exc_class.__module__}.{exc_class.__qualname__}"
+
+
+@dataclass(frozen=True)
 class Transition:
     """A move of rows in ``sources`` to ``target``: fixed column values, plus the values
     named in ``params`` that each call gives."""
@@ -67,6 +89,12 @@ class Transition:
         return {"status": self.target, **self.fixed, **values}
 
 
+# The error types of failures that are carrot's, not a task's.
+REJECTED_TYPE = error_type(MessageRejected)
+INTERRUPTED_TYPE = error_type(TaskInterrupted)
+PURGED_TYPE = error_type(MessagePurged)
+NOT_PUBLISHED_TYPE = error_type(PublishError)
+
 CLAIM = Transition(
     "claim",
     (PUBLISHED,),
@@ -78,35 +106,50 @@ RESUME = Transition(  # claimed again after an attempt that ended without an out
     "resume",
     (IN_PROGRESS,),
     IN_PROGRESS,
-    {"attempts": PLUS_ONE, "interruptions": PLUS_ONE, "start_time": NOW},
+    {
+        "attempt_history": Archive("none"),
+        "attempts": PLUS_ONE,
+        "interruptions": PLUS_ONE,
+        "start_time": NOW,
+    },
     ("worker",),
 )
 COMPLETE = Transition(
     "complete",
     (IN_PROGRESS,),
     COMPLETED,
-    {"exception": "", "traceback": "", "completion_time": NOW},
+    {"exception": "", "exception_type": "", "traceback": "", "completion_time": NOW},
     ("output", "log"),
 )
 FAIL = Transition(
-    "fail", (IN_PROGRESS,), FAILED, {"failure_time": NOW}, ("exception", "traceback", "log")
+    "fail",
+    (IN_PROGRESS,),
+    FAILED,
+    {"failure_time": NOW},
+    ("exception", "exception_type", "traceback", "log"),
 )
 RETRY = Transition(  # back to the queue for a later attempt, keeping this attempt's error
     "retry",
     (IN_PROGRESS,),
     PUBLISHED,
-    {"failure_time": NOW},
-    ("eta", "exception", "traceback", "log"),
+    {"attempt_history": Archive("params"), "failure_time": NOW},
+    ("eta", "exception", "exception_type", "traceback", "log"),
 )
 GIVE_UP = Transition(  # interrupted too often: its worker died every time it ran
-    "give up", (IN_PROGRESS,), FAILED, {"traceback": "", "failure_time": NOW}, ("exception",)
+    "give up",
+    (IN_PROGRESS,),
+    FAILED,
+    {"exception_type": INTERRUPTED_TYPE, "traceback": "", "failure_time": NOW},
+    ("exception",),
 )
 REQUEUE = Transition(  # a failed task published again under the same id
     "requeue",
     (FAILED,),
     PUBLISHED,
     {
+        "attempt_history": Archive("columns", only_unarchived=True),
         "exception": "",
+        "exception_type": "",
         "traceback": "",
         "output": None,
         "log": [],
@@ -120,13 +163,25 @@ REQUEUE = Transition(  # a failed task published again under the same id
     },
 )
 REJECT = Transition(  # dead-lettered by the worker without running (exception: the reason)
-    "reject", (PUBLISHED, IN_PROGRESS), FAILED, {"failure_time": NOW}, ("exception",)
+    "reject",
+    (PUBLISHED, IN_PROGRESS),
+    FAILED,
+    {"exception_type": REJECTED_TYPE, "failure_time": NOW},
+    ("exception",),
 )
 NOT_PUBLISHED = Transition(  # RabbitMQ did not take it (exception: the reason)
-    "not published", (PUBLISHED,), FAILED, {"failure_time": NOW}, ("exception",)
+    "not published",
+    (PUBLISHED,),
+    FAILED,
+    {"exception_type": NOT_PUBLISHED_TYPE, "failure_time": NOW},
+    ("exception",),
 )
 PURGE = Transition(  # its message was purged from the queue by an operator
-    "purge", (PUBLISHED,), FAILED, {"failure_time": NOW}, ("exception",)
+    "purge",
+    (PUBLISHED,),
+    FAILED,
+    {"exception_type": PURGED_TYPE, "failure_time": NOW},
+    ("exception",),
 )
 
 TRANSITIONS = (CLAIM, RESUME, COMPLETE, FAIL, RETRY, GIVE_UP, REQUEUE, REJECT, NOT_PUBLISHED, PURGE)

@@ -61,6 +61,12 @@ class MessageLog(CallArguments, models.Model):
     task_kwargs = models.JSONField(default=dict, blank=True)
     output = models.JSONField(null=True, blank=True)
     exception = models.TextField(blank=True, default="")
+    exception_type = models.CharField(
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="the dotted path of the exception class the task failed with",
+    )
     traceback = models.TextField(blank=True, default="")
     log = models.JSONField(default=list, blank=True)
     publish_time = models.DateTimeField(null=True, blank=True)
@@ -75,6 +81,17 @@ class MessageLog(CallArguments, models.Model):
         help_text="attempts that ended without an outcome (worker killed, connection lost)",
     )
     worker = models.CharField(max_length=255, blank=True, default="")
+    attempt_history = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="the earlier attempts: worker, start time and error of each",
+    )
+    backend = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="the TASKS alias of the Django task backend that enqueued it, if one did",
+    )
     schedule = models.ForeignKey(
         "carrot.ScheduledTask",
         null=True,

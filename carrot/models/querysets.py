@@ -16,6 +16,7 @@ from django.db import connections, models, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from carrot.models.history import ArchiveAttempt, archive_sql
 from carrot.models.lifecycle import (
     CLAIM,
     COMPLETE,
@@ -29,6 +30,7 @@ from carrot.models.lifecycle import (
     PUBLISHED,
     RESUME,
     RETRY,
+    Archive,
     Transition,
 )
 
@@ -64,12 +66,15 @@ class MessageLogQuerySet(models.QuerySet["MessageLog"]):
         """Move the rows of this queryset that are in the transition's sources; return how
         many moved."""
         now = timezone.now()
+        given = transition.changes(values)
         changes: dict[str, Any] = {}
-        for name, value in transition.changes(values).items():
+        for name, value in given.items():
             if value is NOW:
                 value = now
             elif value is PLUS_ONE:
                 value = F(name) + 1
+            elif isinstance(value, Archive):
+                value = ArchiveAttempt(value, given)
             changes[name] = value
         return self.filter(status__in=transition.sources).update(**changes)
 
@@ -81,14 +86,38 @@ class MessageLogQuerySet(models.QuerySet["MessageLog"]):
         return self.apply(COMPLETE, output=output, log=log or [])
 
     def mark_failed(
-        self, *, exception: str, traceback: str = "", log: list[dict[str, Any]] | None = None
+        self,
+        *,
+        exception: str,
+        traceback: str = "",
+        log: list[dict[str, Any]] | None = None,
+        exception_type: str = "",
     ) -> int:
-        return self.apply(FAIL, exception=exception, traceback=traceback, log=log or [])
+        return self.apply(
+            FAIL,
+            exception=exception,
+            exception_type=exception_type,
+            traceback=traceback,
+            log=log or [],
+        )
 
     def mark_retrying(
-        self, *, eta: datetime, exception: str, traceback: str, log: list[dict[str, Any]]
+        self,
+        *,
+        eta: datetime,
+        exception: str,
+        traceback: str,
+        log: list[dict[str, Any]],
+        exception_type: str = "",
     ) -> int:
-        return self.apply(RETRY, eta=eta, exception=exception, traceback=traceback, log=log)
+        return self.apply(
+            RETRY,
+            eta=eta,
+            exception=exception,
+            exception_type=exception_type,
+            traceback=traceback,
+            log=log,
+        )
 
     # ------------------------------------------------------------------ batched SQL
 
@@ -107,6 +136,10 @@ class MessageLogQuerySet(models.QuerySet["MessageLog"]):
             column = q(field.column)
             if value is PLUS_ONE:
                 parts.append(f"{column} = {column} + 1")
+            elif isinstance(value, Archive):
+                sql, names = archive_sql(value, conn.vendor, q)
+                parts.append(f"{column} = {sql}")
+                columns.extend(names)
             else:
                 parts.append(f"{column} = %s")
                 columns.append(name)

@@ -18,6 +18,7 @@ from django_htmx.http import HttpResponseStopPolling
 from carrot.conf import get_config
 from carrot.masking import mask
 from carrot.models import MessageLog
+from carrot.models.history import attempts_of
 from carrot.monitor.access import monitor_view
 from carrot.monitor.common import STATUSES, TAB_LABELS, counts, htmx, status_slug
 from carrot.monitor.filters import Filters, page
@@ -102,6 +103,7 @@ def detail_context(request: HttpRequest, log: MessageLog) -> dict[str, Any]:
         "level": level,
         "levels": LOG_LEVELS,
         "registered": log.task in registry,
+        "attempts": attempts_of(log),
         "tabs": TAB_LABELS,
         "counts": counts(),
     }

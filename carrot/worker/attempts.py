@@ -69,6 +69,7 @@ def record_for(task: Task, claim: Claim, outcome: Outcome) -> Record:
             {
                 "eta": datetime.now(tz=UTC) + timedelta(seconds=wait),
                 "exception": outcome.exception,
+                "exception_type": outcome.exception_type,
                 "traceback": outcome.traceback,
                 "log": outcome.log,
             },
@@ -80,7 +81,12 @@ def record_for(task: Task, claim: Claim, outcome: Outcome) -> Record:
     return Record(
         OutcomeKind.FAILED,
         claim,
-        {"exception": exception, "traceback": outcome.traceback, "log": outcome.log},
+        {
+            "exception": exception,
+            "exception_type": outcome.exception_type,
+            "traceback": outcome.traceback,
+            "log": outcome.log,
+        },
     )
 
 

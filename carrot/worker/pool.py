@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carrot.broker.consuming import Delivery
+from carrot.current import CurrentCall, running
+from carrot.exceptions import TimeLimitExceeded
+from carrot.models.lifecycle import error_type
 from carrot.tasks import Task
 from carrot.worker.attempts import Claim
 from carrot.worker.runner import Outcome, run_task
@@ -107,14 +110,22 @@ class TaskPool:
                 return
             with self._lock:
                 self._running[work.message_id] = work
+            call = CurrentCall(
+                work.message_id,
+                work.claim.log_id,
+                work.claim.attempt,
+                work.task.name,
+                work.delivery.queue,
+            )
             try:
-                outcome = run_task(
-                    work.task,
-                    work.args,
-                    work.kwargs,
-                    log_level=self.log_level,
-                    max_log_records=self.max_log_records,
-                )
+                with running(call):
+                    outcome = run_task(
+                        work.task,
+                        work.args,
+                        work.kwargs,
+                        log_level=self.log_level,
+                        max_log_records=self.max_log_records,
+                    )
             finally:
                 with self._lock:
                     self._running.pop(work.message_id, None)
@@ -152,6 +163,11 @@ class TaskPool:
                 "code); its thread was abandoned"
             )
             self.logger.error("%s (%s)", message, work.message_id)
-            self.finished.put((work, Outcome(succeeded=False, exception=message)))
+            outcome = Outcome(
+                succeeded=False,
+                exception=message,
+                exception_type=error_type(TimeLimitExceeded),
+            )
+            self.finished.put((work, outcome))
             self.on_finished()
             self._start_thread()

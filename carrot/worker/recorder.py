@@ -31,7 +31,7 @@ from django.utils import timezone
 from carrot.broker.consuming import Delivery
 from carrot.messages import APP_ID
 from carrot.models import MessageLog
-from carrot.models.lifecycle import GIVE_UP, REJECT, RETRY, rejected
+from carrot.models.lifecycle import GIVE_UP, REJECT, REJECTED_TYPE, RETRY, rejected
 from carrot.models.outbox import add_entries
 from carrot.worker.attempts import Claim, OutcomeKind, Record
 from carrot.worker.heartbeats import worker_alive
@@ -244,6 +244,7 @@ class Recorder:
             routing_key=delivery.queue,
             priority=min(max(delivery.priority or 0, 0), 255),
             exception=exception,
+            exception_type=REJECTED_TYPE,
             publish_time=now,
             failure_time=now,
             worker=self.worker,

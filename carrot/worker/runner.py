@@ -14,6 +14,7 @@ from django.db import close_old_connections
 
 from carrot.exceptions import TimeLimitExceeded
 from carrot.messages import normalise_value
+from carrot.models.lifecycle import error_type
 from carrot.tasks import Task
 from carrot.worker import logcapture
 
@@ -27,6 +28,7 @@ class Outcome:
     succeeded: bool
     output: Any = None
     exception: str = ""
+    exception_type: str = ""  # the dotted path of the exception's class
     traceback: str = ""
     error: BaseException | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
@@ -105,6 +107,7 @@ def run_task(
             outcome = Outcome(
                 succeeded=False,
                 exception=message,
+                exception_type=error_type(TimeLimitExceeded),
                 traceback=user_traceback(exc),
                 error=TimeLimitExceeded(message),
             )
@@ -112,6 +115,7 @@ def run_task(
             outcome = Outcome(
                 succeeded=False,
                 exception=describe_exception(exc),
+                exception_type=error_type(type(exc)),
                 traceback=user_traceback(exc),
                 error=exc,
             )

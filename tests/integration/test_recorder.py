@@ -118,7 +118,12 @@ def test_a_batch_claims_fresh_messages_and_records_outcomes_in_one_go():
         Record(
             OutcomeKind.FAILED,
             Claim(True, running[1].pk, 1),
-            {"exception": "ValueError: x", "traceback": "tb", "log": []},
+            {
+                "exception": "ValueError: x",
+                "exception_type": "builtins.ValueError",
+                "traceback": "tb",
+                "log": [],
+            },
         ),
         Record(  # a stale outcome: the row is at attempt 1, not 7
             OutcomeKind.COMPLETED, Claim(True, running[2].pk, 7), {"output": 9, "log": []}
@@ -141,7 +146,7 @@ def test_a_retry_goes_back_to_the_queue_with_an_outbox_entry_in_the_same_commit(
     log = published(status="IN_PROGRESS", attempts=1)
     stale = published(status="IN_PROGRESS", attempts=2)
     eta = timezone.now() + timedelta(seconds=30)
-    values = {"eta": eta, "exception": "E: 1", "traceback": "", "log": []}
+    values = {"eta": eta, "exception": "E: 1", "exception_type": "", "traceback": "", "log": []}
     written = recorder().write_batch(
         [
             Record(OutcomeKind.RETRYING, Claim(True, log.pk, 1), values, retry_in=30),

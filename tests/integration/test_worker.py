@@ -327,3 +327,24 @@ def test_worker_refuses_to_start_without_a_broker_and_says_how(worker_factory):
     out = proc.log()
     assert "connection refused" in out and "rabbitmq-server -detached" in out
     assert "Traceback" not in out
+
+
+def test_a_task_knows_its_current_call(worker):
+    import carrot
+    from tests.testapp.tasks import whoami
+
+    assert carrot.current_call() is None  # outside a worker
+    log = finished(whoami.delay())
+    assert log.output == {
+        "message_id": str(log.uuid),
+        "row_id": log.pk,
+        "attempt": 1,
+        "task": "tests.testapp.tasks.whoami",
+        "queue": "default",
+    }
+    retried = finished(whoami.delay(fail_first=True))
+    assert (retried.status, retried.output["attempt"]) == ("COMPLETED", 2)
+    [first] = retried.attempt_history
+    assert first["exception"] == "RuntimeError: first attempt fails"
+    assert first["exception_type"] == "builtins.RuntimeError"
+    assert "raise RuntimeError" in first["traceback"]

@@ -137,3 +137,20 @@ def record_or_fail(key, fail=False):
     if fail:
         raise RuntimeError(f"{key} fails on purpose")
     return key
+
+
+@task(retries=1, retry_backoff=0.1, retry_jitter=False)
+def whoami(fail_first=False):
+    """Return what carrot.current_call() says; fail the first attempt if asked."""
+    import carrot
+
+    call = carrot.current_call()
+    if fail_first and call.attempt == 1:
+        raise RuntimeError("first attempt fails")
+    return {
+        "message_id": call.message_id,
+        "row_id": call.row_id,
+        "attempt": call.attempt,
+        "task": call.task,
+        "queue": call.queue,
+    }

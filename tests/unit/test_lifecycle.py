@@ -13,6 +13,7 @@ from django.forms.models import model_to_dict
 
 from carrot.models import MessageLog
 from carrot.models import lifecycle as lc
+from carrot.models.history import attempts_of
 
 pytestmark = pytest.mark.django_db
 
@@ -22,8 +23,19 @@ PARAMS: dict[str, dict[str, Any]] = {
     "claim": {"worker": "host:1"},
     "resume": {"worker": "host:2"},
     "complete": {"output": {"sum": 3}, "log": [{"message": "done"}]},
-    "fail": {"exception": "ValueError: x", "traceback": "tb", "log": [{"message": "oops"}]},
-    "retry": {"eta": ETA, "exception": "E: 1", "traceback": "tb", "log": []},
+    "fail": {
+        "exception": "ValueError: x",
+        "exception_type": "builtins.ValueError",
+        "traceback": "tb",
+        "log": [{"message": "oops"}],
+    },
+    "retry": {
+        "eta": ETA,
+        "exception": "E: 1",
+        "exception_type": "builtins.KeyError",
+        "traceback": "tb",
+        "log": [],
+    },
     "give up": {"exception": "Gave up"},
     "requeue": {},
     "reject": {"exception": lc.rejected("bad body")},
@@ -44,7 +56,9 @@ def row_in(status: str) -> MessageLog:
         worker="before:1",
         output="old",
         exception="old error",
+        exception_type="builtins.OSError",
         traceback="old tb",
+        attempt_history=[{"worker": "first:1", "started": "2029-12-30T00:00:00+00:00"}],
         log=[{"message": "old"}],
         eta=ETA - timedelta(days=1),
         start_time=ETA - timedelta(days=2),
@@ -110,3 +124,76 @@ def test_a_transition_refuses_parameters_it_does_not_take():
         MessageLog.objects.all().apply(lc.COMPLETE, output=1)
     with pytest.raises(TypeError, match="takes"):
         lc.REQUEUE.changes({"output": 1})
+
+
+# ---------------------------------------------------------------------- attempt history
+
+
+def history_after(transition: lc.Transition, log: MessageLog, *, orm: bool) -> list[Any]:
+    values = PARAMS[transition.name]
+    if orm:
+        MessageLog.objects.filter(pk=log.pk).apply(transition, **values)
+    else:
+        MessageLog.objects.apply_each(transition, [(log.pk, log.attempts, values)])
+    return attempts_of(MessageLog.objects.get(pk=log.pk))
+
+
+@pytest.mark.parametrize("orm", [True, False], ids=["orm", "sql"])
+def test_a_retry_archives_the_attempt_with_its_error(orm):
+    before = row_in(lc.IN_PROGRESS)  # attempt 2 runs on before:1; attempt 1 is archived
+    attempts = history_after(lc.RETRY, before, orm=orm)
+    assert [(a.number, a.worker) for a in attempts] == [(1, "first:1"), (2, "before:1")]
+    second = attempts[1]
+    assert second.started == ETA - timedelta(days=2)
+    assert (second.exception_type, second.exception, second.traceback) == (
+        "builtins.KeyError",
+        "E: 1",
+        "tb",
+    )
+    # The next claim starts attempt 3 without touching the history.
+    MessageLog.objects.claim_many([str(before.uuid)], "next:1")
+    after_claim = attempts_of(MessageLog.objects.get(pk=before.pk))
+    assert [(a.number, a.worker, a.failed) for a in after_claim] == [
+        (1, "first:1", False),
+        (2, "before:1", True),
+        (3, "next:1", False),
+    ]
+
+
+@pytest.mark.parametrize("orm", [True, False], ids=["orm", "sql"])
+def test_an_interrupted_attempt_is_archived_without_an_error(orm):
+    log = row_in(lc.IN_PROGRESS)
+    attempts = history_after(lc.RESUME, log, orm=orm)
+    assert [(a.number, a.worker, a.failed) for a in attempts] == [
+        (1, "first:1", False),
+        (2, "before:1", False),  # its stale error columns are not copied
+        (3, "host:2", False),
+    ]
+
+
+@pytest.mark.parametrize("orm", [True, False], ids=["orm", "sql"])
+def test_a_requeue_archives_the_failed_attempt_once(orm):
+    log = row_in(lc.FAILED)
+    attempts = history_after(lc.REQUEUE, log, orm=orm)
+    assert [(a.number, a.worker, a.exception_type) for a in attempts] == [
+        (1, "first:1", ""),
+        (2, "before:1", "builtins.OSError"),
+    ]
+    # Failed again without running (rejected): nothing new to archive.
+    MessageLog.objects.filter(pk=log.pk).apply(lc.REJECT, exception=lc.rejected("bad"))
+    again = history_after(lc.REQUEUE, log, orm=orm)
+    assert len(again) == 2
+
+
+def test_the_latest_attempt_counts_its_error_once_the_row_failed():
+    log = row_in(lc.IN_PROGRESS)
+    assert [a.failed for a in attempts_of(log)] == [False, False]  # still running
+    MessageLog.objects.filter(pk=log.pk).mark_failed(
+        exception="ValueError: x", exception_type="builtins.ValueError", traceback="tb"
+    )
+    last = attempts_of(MessageLog.objects.get(pk=log.pk))[-1]
+    assert (last.worker, last.exception_type, last.traceback) == (
+        "before:1",
+        "builtins.ValueError",
+        "tb",
+    )
