@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
+from carrot.backends import compat
 from carrot.conf import get_problems, parse
 from carrot.worker.consumer import QueueConsumer
 
@@ -70,3 +72,37 @@ def check_importable(app_configs: Any = None, **kwargs: Any) -> list[checks.Chec
                 )
             )
     return out
+
+
+def carrot_aliases() -> list[str]:
+    """Return the TASKS aliases whose BACKEND is one of carrot's."""
+    configured = getattr(settings, "TASKS", None)
+    if not isinstance(configured, dict):
+        return []
+    return [
+        alias
+        for alias, params in configured.items()
+        if isinstance(params, dict) and str(params.get("BACKEND", "")).startswith("carrot.")
+    ]
+
+
+@checks.register("carrot")
+def check_task_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Check that a carrot backend in TASKS has Django's task framework to serve."""
+    aliases = carrot_aliases()
+    if not aliases:
+        return []
+    where = ", ".join(f"TASKS[{alias!r}]" for alias in aliases)
+    if not compat.available:
+        return [checks.Error(f"{where}: {compat.UNAVAILABLE}", id="carrot.E011")]
+    if compat.SOURCE == "django_tasks" and not apps.is_installed("django_tasks"):
+        return [
+            checks.Warning(
+                f"{where} uses the django-tasks backport, which is not in INSTALLED_APPS: "
+                "its system checks (including carrot's checks of the backend) and its task "
+                "logging do not run.",
+                hint="Add 'django_tasks' to INSTALLED_APPS.",
+                id="carrot.W011",
+            )
+        ]
+    return []

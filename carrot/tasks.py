@@ -37,6 +37,9 @@ class Task:
     retry_jitter: bool = True
     autoretry_for: tuple[type[BaseException], ...] = ()
     time_limit: float | None = None
+    # Called in the worker once an attempt's final outcome is committed: (row id,
+    # succeeded, the error or None). Its errors are logged, never raised.
+    on_outcome: Callable[[int, bool, BaseException | None], None] | None = None
 
     def __post_init__(self) -> None:
         # Look like the wrapped function to introspection and documentation tools.
@@ -114,33 +117,35 @@ def resolve_eta(countdown: Any, eta: Any) -> datetime | None:
     return None
 
 
-def _validate_retry_options(where: str, options: dict[str, Any]) -> None:
+def validate_retry_options(
+    where: str, options: dict[str, Any], spelling: str = "@task({key}=...)"
+) -> None:
+    """Raise InvalidTask for a bad retry or time-limit option; ``spelling`` names the
+    option in the message as the user wrote it."""
+
+    def bad(key: str, what: str, value: Any) -> InvalidTask:
+        name = spelling.format(key=key)
+        return InvalidTask(f"{name} for {where} must be {what}, got {value!r}.")
+
     retries = options["retries"]
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise InvalidTask(
-            f"@task(retries=...) for {where} must be an integer >= 0, got {retries!r}."
-        )
+        raise bad("retries", "an integer >= 0", retries)
     for key in ("retry_backoff", "retry_backoff_max"):
         value = options[key]
         if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise InvalidTask(
-                f"@task({key}=...) for {where} must be a number of seconds > 0, got {value!r}."
-            )
+            raise bad(key, "a number of seconds > 0", value)
+    if not isinstance(options["retry_jitter"], bool):
+        raise bad("retry_jitter", "True or False", options["retry_jitter"])
     autoretry = options["autoretry_for"]
     if not isinstance(autoretry, tuple) or not all(
         isinstance(e, type) and issubclass(e, BaseException) for e in autoretry
     ):
-        raise InvalidTask(
-            f"@task(autoretry_for=...) for {where} must be a tuple of exception "
-            f"classes, got {autoretry!r}."
-        )
+        raise bad("autoretry_for", "a tuple of exception classes", autoretry)
     limit = options["time_limit"]
     if limit is not None and (
         not isinstance(limit, int | float) or isinstance(limit, bool) or limit <= 0
     ):
-        raise InvalidTask(
-            f"@task(time_limit=...) for {where} must be a number of seconds > 0, got {limit!r}."
-        )
+        raise bad("time_limit", "a number of seconds > 0", limit)
 
 
 def _validate_options(func: Any, queue: Any, priority: Any) -> None:
@@ -181,7 +186,7 @@ def make_task(
     """Validate ``func`` and the options, and return an unregistered Task."""
     _validate_options(func, queue, priority)
     full = {**RETRY_DEFAULTS, **options}
-    _validate_retry_options(f"{func.__module__}.{func.__qualname__}", full)
+    validate_retry_options(f"{func.__module__}.{func.__qualname__}", full)
     return Task(
         func=func,
         name=f"{func.__module__}.{func.__qualname__}",

@@ -24,7 +24,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "carrot",
     "tests.testapp",
+    "tests.djangoapp",
 ]
+try:  # Django 5.2: Django's task framework comes from the backport, an installed app
+    import django.tasks  # noqa: F401
+except ImportError:
+    INSTALLED_APPS.append("django_tasks")
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -72,6 +77,16 @@ CARROT = {
     "shutdown_timeout": float(os.environ.get("CARROT_TEST_SHUTDOWN_TIMEOUT", "20")),
     "max_interruptions": int(os.environ.get("CARROT_TEST_MAX_INTERRUPTIONS", "3")),
     "publish_timeout": float(os.environ.get("CARROT_TEST_PUBLISH_TIMEOUT", "10")),
+}
+
+# Django's task API on carrot (tests/djangoapp). "retrying" retries each task twice.
+TASKS = {
+    "default": {"BACKEND": "carrot.backends.RabbitMQBackend"},
+    "retrying": {
+        "BACKEND": "carrot.backends.RabbitMQBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {"retries": 2, "retry_backoff": 0.2, "retry_jitter": False},
+    },
 }
 
 _DB = os.environ.get("CARROT_TEST_DB", "sqlite")

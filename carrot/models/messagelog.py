@@ -6,6 +6,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models, router, transaction
 
 from carrot.conf import get_config
@@ -145,6 +146,35 @@ class MessageLog(CallArguments, models.Model):
         if self.start_time and self.finish_time:
             return self.finish_time - self.start_time
         return None
+
+    def task_result(self, alias: str | None = None) -> Any:
+        """Return this task as Django's ``TaskResult``, so code can move between
+        ``@carrot.task`` and ``django.tasks`` without losing history.
+
+        Read through ``alias``, the backend that enqueued it, or the first
+        ``carrot.backends.RabbitMQBackend`` in ``TASKS``; raises ImproperlyConfigured
+        when there is none.
+        """
+        # Django's task framework is optional, and its backport adjusts TASKS when imported,
+        # which only projects that use it should see.
+        # lazy: optional framework, imported only by projects that use it.
+        from carrot.backends import compat
+
+        if not compat.available:
+            raise ImproperlyConfigured(compat.UNAVAILABLE)
+        aliases = list(compat.task_backends.settings)
+        for name in [alias] if alias else [self.backend, *aliases]:
+            if name in aliases and getattr(compat.task_backends[name], "carrot_backend", False):
+                return compat.task_backends[name].get_result(str(self.uuid))
+        if alias:
+            raise ImproperlyConfigured(
+                f"TASKS[{alias!r}] is not a carrot backend ({alias!r} must be configured with "
+                "'BACKEND': 'carrot.backends.RabbitMQBackend')."
+            )
+        raise ImproperlyConfigured(
+            "MessageLog.task_result() needs a carrot backend in TASKS, e.g. TASKS = "
+            "{'default': {'BACKEND': 'carrot.backends.RabbitMQBackend'}}."
+        )
 
     def requeue(self) -> MessageLog:
         """Publish a FAILED task again under the same id; raise NotRequeueable otherwise.

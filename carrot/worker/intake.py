@@ -322,6 +322,8 @@ class Intake:
             )
             if record.kind is OutcomeKind.FAILED:
                 self._call_back(record.row_id, work, outcome)
+            if work.task.on_outcome is not None and record.kind is not OutcomeKind.RETRYING:
+                self._observe(work.task.on_outcome, record.row_id, work, outcome)
 
     def _call_back(self, row_id: int, work: Work, outcome: Outcome) -> None:
         """Run the failure callbacks; their errors (or the database's) stay here."""
@@ -331,6 +333,13 @@ class Intake:
                 self.hooks.fail(log, outcome.error or outcome.exception)
         except Exception:
             self.logger.exception("Could not run the failure callbacks of %s", work.message_id)
+
+    def _observe(self, hook: Any, row_id: int, work: Work, outcome: Outcome) -> None:
+        """Tell the task's ``on_outcome`` hook; its errors stay here."""
+        try:
+            hook(row_id, outcome.succeeded, outcome.error)
+        except Exception:
+            self.logger.exception("The outcome hook of %s raised", work.message_id)
 
     def _hand_over_retries(self, retried: list[int], entries: datetime) -> None:
         # Their outbox entries are committed: if this fails, the sweeper publishes them.
