@@ -7,7 +7,7 @@ PYTEST := $(PY) -m pytest
 SYSTEM_PYTHON ?= python3
 LINT_PATHS := carrot tests example_project $(wildcard bench)
 
-.PHONY: install system-deps demo test test-unit test-sqlite test-postgres test-slow lint format bench clean
+.PHONY: install system-deps demo test test-unit test-sqlite test-postgres test-slow test-matrix lint format bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ test-slow: install system-deps
 	CARROT_TEST_DB=sqlite $(PYTEST) -m slow
 	CARROT_TEST_DB=postgres $(PYTEST) -m slow
 
+# Python 3.12 + Django 6.0 and Python 3.13 + Django 6.1 (pyenv's interpreters), each in
+# its own virtualenv (.venv-dj6.0, .venv-dj6.1); see scripts/test-matrix.sh.
+test-matrix: system-deps
+	scripts/test-matrix.sh
+
 lint: install
 	$(PY) -m ruff check $(LINT_PATHS)
 	$(PY) -m ruff format --check $(LINT_PATHS)
@@ -72,4 +77,4 @@ bench: install
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-dj* *.egg-info .pytest_cache .ruff_cache .mypy_cache
