@@ -1,15 +1,16 @@
-"""The task call a worker thread is running now: ``carrot.current_call()``.
+"""The task call a worker is running now: ``carrot.current_call()``.
 
-Set by the worker around each run; None outside a worker (a task called inline, a test).
-Code inside a task can read its message id, row and attempt number from it, and
-``carrot.backends`` builds the ``TaskContext`` of a Django task from it.
+Set by the worker around each run (also seen inside ``async def`` tasks); None outside a
+worker (a task called inline, a test). Code inside a task can read its message id, row
+and attempt number from it, and ``carrot.backends`` builds a Django task's ``TaskContext``
+from it.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 
@@ -24,21 +25,21 @@ class CurrentCall:
     queue: str
 
 
-_local = threading.local()
+# A context variable, not a thread-local: an ``async def`` task runs in asgiref's event
+# loop thread, which gets a copy of the task thread's context.
+_current: ContextVar[CurrentCall | None] = ContextVar("carrot_current_call", default=None)
 
 
 def current_call() -> CurrentCall | None:
-    """Return the call this thread is running for the worker, or None."""
-    call: CurrentCall | None = getattr(_local, "call", None)
-    return call
+    """Return the call this task is running for the worker, or None."""
+    return _current.get()
 
 
 @contextmanager
 def running(call: CurrentCall) -> Iterator[CurrentCall]:
-    """Make ``call`` this thread's current call while the block runs."""
-    previous = getattr(_local, "call", None)
-    _local.call = call
+    """Make ``call`` the current call while the block runs."""
+    token = _current.set(call)
     try:
         yield call
     finally:
-        _local.call = previous
+        _current.reset(token)

@@ -28,8 +28,11 @@ INSTALLED_APPS = [
 ]
 try:  # Django 5.2: Django's task framework comes from the backport, an installed app
     import django.tasks  # noqa: F401
+
+    _FRAMEWORK = "django.tasks"
 except ImportError:
     INSTALLED_APPS.append("django_tasks")
+    _FRAMEWORK = "django_tasks"
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -79,14 +82,18 @@ CARROT = {
     "publish_timeout": float(os.environ.get("CARROT_TEST_PUBLISH_TIMEOUT", "10")),
 }
 
-# Django's task API on carrot (tests/djangoapp). "retrying" retries each task twice.
+# Django's task API on carrot (tests/djangoapp). "retrying" retries each task twice,
+# "limited" stops a task after a second;
+# "immediate" is Django's own backend, for a task carrot must not take.
 TASKS = {
+    "immediate": {"BACKEND": f"{_FRAMEWORK}.backends.immediate.ImmediateBackend"},
     "default": {"BACKEND": "carrot.backends.RabbitMQBackend"},
     "retrying": {
         "BACKEND": "carrot.backends.RabbitMQBackend",
         "QUEUES": ["default"],
         "OPTIONS": {"retries": 2, "retry_backoff": 0.2, "retry_jitter": False},
     },
+    "limited": {"BACKEND": "carrot.backends.RabbitMQBackend", "OPTIONS": {"time_limit": 1}},
 }
 
 _DB = os.environ.get("CARROT_TEST_DB", "sqlite")

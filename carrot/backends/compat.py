@@ -44,6 +44,21 @@ task_enqueued: Any = _get(".signals", "task_enqueued")
 task_started: Any = _get(".signals", "task_started")
 task_finished: Any = _get(".signals", "task_finished")
 
+
+def _normalize_json() -> Any:
+    """Django's JSON rules for task values (django.utils.json, or the backport's utils)."""
+    for path in ("django.utils.json", "django_tasks.utils"):
+        try:
+            found = getattr(importlib.import_module(path), "normalize_json", None)
+        except ImportError:
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+normalize_json: Any = _normalize_json() if SOURCE else None
+
 available = bool(SOURCE)
 
 UNAVAILABLE = (
@@ -67,6 +82,7 @@ __all__: list[Any] = [
     "TaskResultDoesNotExist",
     "TaskResultStatus",
     "available",
+    "normalize_json",
     "task_backends",
     "task_enqueued",
     "task_finished",

@@ -17,12 +17,14 @@ by carrot's worker with the same guarantees as ``@carrot.task``, shown in the mo
 from __future__ import annotations
 
 import dataclasses
+import sys
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import router, transaction
 from django.utils import timezone
 
 from carrot.backends import compat
@@ -62,6 +64,16 @@ def eta_of(run_after: Any) -> datetime | None:
     return run_after
 
 
+def _declared(task: Any) -> Any:
+    """Return the Task its module holds for ``task.func`` (what the decorator made), or
+    None while it is being decorated."""
+    module = sys.modules.get(task.func.__module__)
+    found = getattr(module, task.func.__name__, None)
+    if isinstance(found, compat.Task) and found.func is task.func:
+        return found
+    return None
+
+
 class RabbitMQBackend(_Base):
     """Run Django tasks through carrot: RabbitMQ delivery, a row per task, the monitor."""
 
@@ -91,6 +103,17 @@ class RabbitMQBackend(_Base):
             super().validate_task(dataclasses.replace(task, run_after=None))
         else:
             super().validate_task(task)
+        declared = _declared(task)
+        if (
+            declared is not None
+            and declared.backend != self.alias
+            and not getattr(compat.task_backends[declared.backend], "carrot_backend", False)
+        ):
+            raise compat.InvalidTask(
+                f"Task {task.module_path} is decorated for TASKS[{declared.backend!r}], "
+                "which is not a carrot backend, so carrot's workers do not run it. "
+                f"Decorate it with @task(backend={self.alias!r}) to run it on carrot."
+            )
         if settings.configured:
             try:
                 get_config().queue(task.queue_name)
@@ -108,6 +131,9 @@ class RabbitMQBackend(_Base):
         from carrot.backends.results import result_of
 
         # lazy: as above.
+        from carrot.models import MessageLog
+
+        # lazy: as above.
         from carrot.publishing.enqueue import enqueue
 
         queue = get_config().queue(task.queue_name)
@@ -122,7 +148,12 @@ class RabbitMQBackend(_Base):
             backend=self.alias,
         )
         result = result_of(log, task, self.alias)
-        compat.task_enqueued.send(type(self), task_result=result)
+        # "Enqueued" once the row is committed (at once outside a transaction): after a
+        # rollback no receiver has seen a task that never existed.
+        transaction.on_commit(
+            lambda: compat.task_enqueued.send(type(self), task_result=result),
+            using=router.db_for_write(MessageLog),
+        )
         return result
 
     def get_result(self, result_id: Any) -> Any:

@@ -43,20 +43,29 @@ def task_for(log: MessageLog, alias: str) -> Any:
     a carrot ``@task`` of the same name."""
     django_task = django_task_of(log.task)
     if django_task is not None:
-        return django_task if django_task.backend == alias else django_task.using(backend=alias)
+        return django_task  # as decorated: reading a row never validates it again
     carrot_task = registry.get(log.task)
     if carrot_task is None:
         raise compat.TaskResultDoesNotExist(
             f"{log.uuid}: {log.task!r} is not a registered task, so it has no TaskResult."
         )
-    return compat.Task(
-        priority=django_priority(log.priority, log.queue),
-        func=carrot_task.func,
-        backend=alias,
-        queue_name=log.queue,
-        run_after=None,
-        takes_context=False,
-    )
+    fields = {
+        "priority": django_priority(log.priority, log.queue),
+        "func": carrot_task.func,
+        "backend": alias,
+        "queue_name": log.queue,
+        "run_after": None,
+        "takes_context": False,
+    }
+    try:
+        return compat.Task(**fields)
+    except compat.InvalidTask:
+        # The row's queue is not one the backend accepts (its QUEUES, or a queue since
+        # removed from CARROT): the row still has a result; describe it without validation.
+        task = object.__new__(compat.Task)
+        for name, value in fields.items():
+            object.__setattr__(task, name, value)
+        return task
 
 
 def _errors(log: MessageLog, attempts: list[Any]) -> list[Any]:
@@ -68,8 +77,9 @@ def _errors(log: MessageLog, attempts: list[Any]) -> list[Any]:
         for a in attempts
         if a.failed
     ]
-    if log.status == MessageLog.FAILED and not (attempts and attempts[-1].failed):
-        # Failed without an attempt of its own: rejected, not published, purged.
+    if log.status == MessageLog.FAILED and log.attempts <= len(log.attempt_history or []):
+        # Failed with no attempt of its own running: rejected, not published or purged
+        # (maybe after earlier attempts, each already counted above).
         errors.append(
             compat.TaskError(
                 exception_class_path=log.exception_type or UNKNOWN_ERROR,

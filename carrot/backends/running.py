@@ -10,13 +10,13 @@ committed (sent while the task's exception is being handled, as Django does).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from carrot.backends import compat
 from carrot.backends.entries import DjangoTaskEntry
 from carrot.current import current_call
-from carrot.messages import normalise_value
 from carrot.registry import registry
 
 logger = logging.getLogger("carrot")
@@ -56,8 +56,9 @@ class DjangoTaskCall:
             value = self.task.call(compat.TaskContext(task_result=result), *args, **kwargs)
         else:
             value = self.task.call(*args, **kwargs)
-        # Django stores return values as JSON; one that is not fails the attempt.
-        return normalise_value(value)
+        # Django's rules for a return value: one its normalize_json refuses fails the
+        # attempt with its TypeError; then a JSON round trip (integer keys become strings).
+        return json.loads(json.dumps(compat.normalize_json(value)))
 
     def finished(self, row_id: int, succeeded: bool, error: BaseException | None) -> None:
         """Send ``task_finished`` once the outcome is committed (the worker calls this)."""
@@ -77,16 +78,18 @@ class DjangoTaskCall:
 def register(task: Any, backend_class: type, alias: str, options: dict[str, Any]) -> None:
     """Register a Django task in carrot's registry so workers run it.
 
-    A carrot ``@task`` of the same name keeps its entry (a Django ``Task`` is built over
-    it only to give its rows a ``TaskResult``).
+    The first carrot backend to validate a task registers it: in every process that is
+    the decorator's (a tasks module is imported before anything enqueues), so its alias
+    and OPTIONS are the same in the web process and in every worker; ``using()`` and
+    ``enqueue()`` validate again and change nothing. A carrot ``@task`` of the same name
+    keeps its entry (a Django ``Task`` is built over it only to read its rows).
     """
     name = task.module_path
     existing = registry.get(name)
-    if existing is not None:
-        if not isinstance(existing, DjangoTaskEntry):
-            return
-        if existing.django_task.func is task.func and existing.alias == alias:
-            return  # registered already (enqueue and using() validate again)
+    if existing is not None and (
+        not isinstance(existing, DjangoTaskEntry) or existing.django_task.func is task.func
+    ):
+        return
     call = DjangoTaskCall(task, backend_class, alias)
     registry.register(
         DjangoTaskEntry(

@@ -93,6 +93,11 @@ class Attempt:
     def failed(self) -> bool:
         return bool(self.exception_type or self.exception)
 
+    @property
+    def recorded(self) -> bool:
+        """False for an attempt made before carrot kept a history of attempts."""
+        return bool(self.worker or self.started)
+
 
 def _time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
@@ -108,19 +113,27 @@ def _time(value: Any) -> datetime | None:
 
 def attempts_of(log: Any) -> list[Attempt]:
     """Return every attempt of a MessageLog, oldest first: the archived ones and the
-    latest, still in its columns (its error counts once the row is FAILED)."""
-    out = []
-    for index, entry in enumerate(log.attempt_history or [], start=1):
-        entry = entry if isinstance(entry, dict) else {}
+    latest, still in its columns (its error counts once the row is FAILED).
+
+    A row written before carrot kept a history (or whose history was edited) has fewer
+    entries than attempts: the missing ones are listed without worker or time, so there
+    are always as many attempts as ``log.attempts``.
+    """
+    entries = [e if isinstance(e, dict) else {} for e in log.attempt_history or []]
+    current = log.attempts > len(entries)
+    known = log.attempts - 1 if current else len(entries)
+    missing = max(0, known - len(entries))
+    out = [Attempt(number=n, worker="", started=None) for n in range(1, missing + 1)]
+    for entry in entries:
         out.append(
             Attempt(
-                number=index,
+                number=len(out) + 1,
                 worker=str(entry.get("worker") or ""),
                 started=_time(entry.get("started")),
                 **{name: str(entry.get(name) or "") for name in ERROR_FIELDS},
             )
         )
-    if log.attempts > len(out):
+    if current:
         failed = log.status == FAILED
         out.append(
             Attempt(

@@ -155,9 +155,7 @@ class MessageLog(CallArguments, models.Model):
         ``carrot.backends.RabbitMQBackend`` in ``TASKS``; raises ImproperlyConfigured
         when there is none.
         """
-        # Django's task framework is optional, and its backport adjusts TASKS when imported,
-        # which only projects that use it should see.
-        # lazy: optional framework, imported only by projects that use it.
+        # lazy: Django's task framework is optional; projects without it never import it.
         from carrot.backends import compat
 
         if not compat.available:

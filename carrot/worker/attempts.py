@@ -30,6 +30,8 @@ class Claim:
     # Not now: ask again after this many seconds (the task runs on another live worker,
     # or its row is not visible yet).
     wait: float = 0.0
+    # Not run, for good: the task kept interrupting its worker and is now FAILED.
+    gave_up: bool = False
 
 
 class OutcomeKind(enum.Enum):

@@ -290,6 +290,8 @@ class Intake:
                     self._settle(delivery, Settle.REQUEUE)
                     continue
             if not claim.run:
+                if claim.gave_up and task.on_outcome is not None and claim.log_id is not None:
+                    self._observe(task.on_outcome, claim.log_id, a.message_id, False, None)
                 if claim.wait:
                     self._forward(delivery, claim.wait, claim.reason)
                 else:
@@ -323,7 +325,8 @@ class Intake:
             if record.kind is OutcomeKind.FAILED:
                 self._call_back(record.row_id, work, outcome)
             if work.task.on_outcome is not None and record.kind is not OutcomeKind.RETRYING:
-                self._observe(work.task.on_outcome, record.row_id, work, outcome)
+                hook, ok, error = work.task.on_outcome, outcome.succeeded, outcome.error
+                self._observe(hook, record.row_id, work.message_id, ok, error)
 
     def _call_back(self, row_id: int, work: Work, outcome: Outcome) -> None:
         """Run the failure callbacks; their errors (or the database's) stay here."""
@@ -334,12 +337,12 @@ class Intake:
         except Exception:
             self.logger.exception("Could not run the failure callbacks of %s", work.message_id)
 
-    def _observe(self, hook: Any, row_id: int, work: Work, outcome: Outcome) -> None:
-        """Tell the task's ``on_outcome`` hook; its errors stay here."""
+    def _observe(self, hook: Any, row_id: int, message_id: str, *outcome: Any) -> None:
+        """Tell the task's ``on_outcome`` hook of a final outcome; its errors stay here."""
         try:
-            hook(row_id, outcome.succeeded, outcome.error)
+            hook(row_id, *outcome)
         except Exception:
-            self.logger.exception("The outcome hook of %s raised", work.message_id)
+            self.logger.exception("The outcome hook of %s raised", message_id)
 
     def _hand_over_retries(self, retried: list[int], entries: datetime) -> None:
         # Their outbox entries are committed: if this fails, the sweeper publishes them.

@@ -186,7 +186,9 @@ class Recorder:
                     "Fix the cause, then requeue it."
                 ),
             )
-            return Claim(False, current["id"], reason="it keeps interrupting its worker")
+            return Claim(
+                False, current["id"], reason="it keeps interrupting its worker", gave_up=True
+            )
         if same_attempt.mark_started(worker=self.worker, interrupted=True):
             logger.warning(
                 "Task %s (%s) was interrupted during attempt %d; running it again",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 try:  # Django 6.0+
     from django.tasks import task
@@ -70,6 +71,26 @@ async def async_double(value):
 @task
 def not_json():
     return object()
+
+
+@task
+def loose_json():
+    """Values Django's JSON rules accept: integer keys (stored as strings), bytes (text)."""
+    return {1: b"one", "list": (1, 2)}
+
+
+@task(backend="limited")
+async def async_sleep(seconds, marker):
+    await asyncio.sleep(seconds)
+    Path(marker).touch()  # no database: this may run after its attempt was failed
+
+
+@task
+async def async_whoami():
+    import carrot
+
+    call = carrot.current_call()
+    return {"message_id": call.message_id, "attempt": call.attempt}
 
 
 def not_a_task(path):

@@ -301,3 +301,46 @@ def test_a_schedule_can_run_a_django_task(worker):
     result = log.task_result()
     assert (result.status, result.return_value) == (SUCCESSFUL, 9)
     assert result.task.func is tasks.add.func
+
+
+def test_return_values_follow_djangos_json_rules(worker):
+    result = done(tasks.loose_json.enqueue())
+    assert result.status == SUCCESSFUL
+    assert result.return_value == {"1": "one", "list": [1, 2]}
+
+
+def test_an_async_task_sees_its_current_call(worker):
+    result = done(tasks.async_whoami.enqueue())
+    assert result.return_value == {"message_id": result.id, "attempt": 1}
+
+
+def test_task_enqueued_is_sent_when_the_transaction_commits(broker):
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append(task_result.id)
+
+    compat.task_enqueued.connect(receiver)
+    try:
+        with transaction.atomic():
+            kept = tasks.add.enqueue(1, 1)
+            assert seen == []
+        assert seen == [kept.id]
+        with pytest.raises(RuntimeError), transaction.atomic():
+            tasks.add.enqueue(2, 2)
+            raise RuntimeError("rolled back")
+        assert seen == [kept.id]
+    finally:
+        compat.task_enqueued.disconnect(receiver)
+
+
+def test_the_time_limit_fails_an_async_task_it_cannot_interrupt(worker, tmp_path):
+    marker = tmp_path / "slept"
+    result = done(tasks.async_sleep.enqueue(4, str(marker)), timeout=30)
+    assert result.status == FAILED
+    [error] = result.errors
+    assert error.exception_class_path == "carrot.exceptions.TimeLimitExceeded"
+    log = MessageLog.objects.get(uuid=result.id)
+    assert "did not stop" in log.exception  # failed by the watch: its thread was abandoned
+    # The coroutine itself was not interrupted: it finishes on its own.
+    wait_until(marker.exists, 10, message="the coroutine's end")

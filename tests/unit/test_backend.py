@@ -18,6 +18,7 @@ from carrot.backends.results import django_priority, result_of, task_for
 from carrot.checks import check_task_backends
 from carrot.models import MessageLog
 from carrot.models import lifecycle as lc
+from carrot.models.history import attempts_of
 from carrot.registry import registry
 from tests.djangoapp import tasks as django_tasks
 from tests.testapp import tasks as carrot_tasks
@@ -265,3 +266,64 @@ def test_task_result_needs_a_carrot_backend():
             log.task_result("default")
     assert log.task_result().id == str(log.uuid)
     assert log.task_result("retrying").backend == "retrying"
+
+
+# ---------------------------------------------------------------- review findings
+
+
+def test_using_another_alias_does_not_move_the_registry_entry():
+    before = registry["tests.djangoapp.tasks.add"]
+    django_tasks.add.using(backend="retrying")
+    entry = registry["tests.djangoapp.tasks.add"]
+    assert entry is before
+    assert (entry.alias, entry.retries) == ("default", 0)  # the decorator's alias and OPTIONS
+
+
+def test_a_task_decorated_for_another_backend_is_refused_by_carrot():
+    from tests.djangoapp.elsewhere import elsewhere
+
+    assert "tests.djangoapp.elsewhere.elsewhere" not in registry
+    with pytest.raises(compat.InvalidTask, match=r"decorated for TASKS\['immediate'\]"):
+        elsewhere.using(backend="default")
+
+
+@pytest.mark.django_db
+def test_a_row_on_a_queue_the_backend_does_not_accept_still_has_a_result():
+    log = MessageLog.objects.create(task="tests.testapp.tasks.on_other_queue", queue="other")
+    result = log.task_result("retrying")  # QUEUES of "retrying" is ["default"]
+    assert (result.id, result.task.queue_name, result.backend) == (
+        str(log.uuid),
+        "other",
+        "retrying",
+    )
+
+
+def test_a_failure_after_earlier_attempts_adds_its_own_error():
+    log = row(
+        lc.FAILED,
+        attempts=1,
+        worker="host:1:a",
+        start_time=STARTED,
+        exception="Purged by an operator",
+        exception_type=lc.PURGED_TYPE,
+        attempt_history=[
+            {"worker": "host:1:a", "exception_type": "builtins.KeyError", "exception": "k"}
+        ],
+    )
+    result = result_of(log, django_tasks.add, "default")
+    assert [e.exception_class_path for e in result.errors] == [
+        "builtins.KeyError",
+        "carrot.exceptions.MessagePurged",
+    ]
+    assert result.worker_ids == ["host:1:a"]
+
+
+def test_rows_from_before_the_history_keep_their_attempt_count():
+    log = row(lc.FAILED, attempts=3, worker="host:1:a", exception="E", exception_type="x.E")
+    attempts = attempts_of(log)
+    assert [(a.number, a.recorded, a.failed) for a in attempts] == [
+        (1, False, False),
+        (2, False, False),
+        (3, True, True),
+    ]
+    assert result_of(log, django_tasks.add, "default").attempts == 3

@@ -200,3 +200,30 @@ def test_a_fresh_and_a_redelivered_copy_in_one_batch_run_once():
     log.refresh_from_db()
     assert (log.status, log.attempts) == ("COMPLETED", 1)
     assert Effect.objects.filter(key="copies").count() == 1
+
+
+def test_a_django_task_given_up_on_finishes_with_task_finished():
+    from carrot.backends import compat
+
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((task_result.id, task_result.status))
+
+    compat.task_finished.connect(receiver)
+    try:
+        log = MessageLog.objects.create(
+            task="tests.djangoapp.tasks.add",
+            task_args=[1, 2],
+            status="IN_PROGRESS",
+            attempts=4,
+            interruptions=3,  # CARROT_TEST_MAX_INTERRUPTIONS
+            worker="gone:1:x",
+        )
+        intake = step([delivery_of(log, redelivered=True)])
+        assert intake.channel.acked == [delivery_of(log, redelivered=True)]
+    finally:
+        compat.task_finished.disconnect(receiver)
+    log.refresh_from_db()
+    assert log.status == "FAILED" and log.exception_type == "carrot.exceptions.TaskInterrupted"
+    assert seen == [(str(log.uuid), compat.TaskResultStatus.FAILED)]
