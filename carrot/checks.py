@@ -8,10 +8,12 @@ from typing import Any
 from django.apps import apps
 from django.conf import settings
 from django.core import checks
+from django.db import router
 from django.utils.module_loading import import_string
 
 from carrot.backends import compat
 from carrot.conf import get_problems, parse
+from carrot.models import MessageLog
 from carrot.worker.consumer import QueueConsumer
 
 
@@ -106,3 +108,44 @@ def check_task_backends(app_configs: Any = None, **kwargs: Any) -> list[checks.C
             )
         ]
     return []
+
+
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+
+
+@checks.register("carrot")
+def check_sqlite(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Warn when carrot's rows live in SQLite configured for one writer at a time (from
+    the settings: nothing connects to the database)."""
+    alias = router.db_for_write(MessageLog)
+    return sqlite_warnings(alias, settings.DATABASES.get(alias, {}))
+
+
+def sqlite_warnings(alias: str, database: dict[str, Any]) -> list[checks.CheckMessage]:
+    """Return carrot.W012 for a SQLite database without WAL or IMMEDIATE transactions."""
+    if "sqlite3" not in str(database.get("ENGINE", "")):
+        return []
+    options = database.get("OPTIONS") or {}
+    init = str(options.get("init_command", "")).replace(" ", "").lower()
+    missing = []
+    if "journal_mode=wal" not in init:
+        missing.append("WAL (journal_mode=WAL in init_command)")
+    if str(options.get("transaction_mode", "")).upper() != "IMMEDIATE":
+        missing.append("transaction_mode='IMMEDIATE'")
+    if not missing:
+        return []
+    return [
+        checks.Warning(
+            f"DATABASES[{alias!r}] is SQLite without {' and '.join(missing)}: a worker's "
+            "threads and your web process write at once, and without these SQLite makes "
+            "them wait for each other, so tasks drain slowly and writes fail with "
+            "'database is locked'.",
+            hint=f"Set DATABASES[{alias!r}]['OPTIONS'] = {SQLITE_OPTIONS!r} (Django 5.1+). "
+            "If the database file is put in WAL mode another way, silence carrot.W012.",
+            id="carrot.W012",
+        )
+    ]

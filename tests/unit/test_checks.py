@@ -37,3 +37,31 @@ def test_each_problem_has_a_stable_id(carrot, expected_id):
         assert message.level >= (
             checks.WARNING if message.id.startswith("carrot.W") else checks.ERROR
         )
+
+
+# ---------------------------------------------------------------- SQLite as users configure it
+
+
+def sqlite(**options):
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": "x", "OPTIONS": options}
+
+
+def test_sqlite_without_wal_gets_a_warning_with_the_options_to_add():
+    from carrot.checks import SQLITE_OPTIONS, sqlite_warnings
+
+    [warning] = sqlite_warnings("default", sqlite())
+    assert warning.id == "carrot.W012"
+    assert "without WAL (journal_mode=WAL in init_command) and transaction_mode" in warning.msg
+    assert "database is locked" in warning.msg
+    assert repr(SQLITE_OPTIONS) in warning.hint
+    assert sqlite_warnings("default", sqlite(**SQLITE_OPTIONS)) == []
+    [warning] = sqlite_warnings("default", sqlite(init_command="PRAGMA journal_mode = wal;"))
+    assert "without transaction_mode='IMMEDIATE':" in warning.msg
+
+
+def test_other_databases_get_no_sqlite_warning():
+    from carrot.checks import check_sqlite, sqlite_warnings
+
+    postgres = {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}
+    assert sqlite_warnings("default", postgres) == []
+    assert check_sqlite() == []  # the test settings configure SQLite as recommended
