@@ -86,6 +86,7 @@ class ConsumerChannel:
         self._cancelled_by_broker = False
         self._lock = threading.Lock()
         self._unsettled: set[int] = set()  # delivered tags not yet settled (I/O thread)
+        self._stopped = False  # cancel() was called: never consume again
 
     @property
     def is_open(self) -> bool:
@@ -106,7 +107,7 @@ class ConsumerChannel:
         try:
             channel = connection.channel()
             declare_queue(channel, self.queue)
-            channel.basic_qos(prefetch_count=self.prefetch)
+            channel.basic_qos(prefetch_count=max(1, self.prefetch))
             channel.add_on_cancel_callback(self._on_cancel)
             with self._lock:
                 self.generation += 1
@@ -213,8 +214,51 @@ class ConsumerChannel:
             # The connection is closed: the broker requeues the messages by itself.
             pass
 
+    def set_prefetch(self, count: int) -> None:
+        """Change how many unsettled messages the broker may hand this worker (thread-safe);
+        0 pauses the consumer until a later call opens it again.
+
+        RabbitMQ applies ``basic.qos`` only to consumers started after it (the per-channel
+        variant is deprecated and refused by RabbitMQ 4.3), so the queue is consumed anew
+        with the new limit and the old consumer cancelled. Deliveries the old consumer
+        already handed over stay valid; pika returns to the queue any that were still on
+        the wire. A reconnect consumes with the latest value.
+        """
+        self.prefetch = count
+        if count:
+            logger.debug("The prefetch of %r is now %d", self.queue.name, count)
+        else:
+            logger.debug("Paused consuming %r: every task thread runs a long task", self.queue.name)
+        with self._lock:
+            connection, generation = self._connection, self.generation
+        if connection is None:
+            return
+        try:
+            connection.add_callback_threadsafe(partial(self._reconsume, generation, count))
+        except (pex.AMQPError, AttributeError):
+            pass  # closed: the next connection uses the new value
+
+    def _reconsume(self, generation: int, count: int) -> None:
+        # Runs on the I/O thread.
+        if generation != self.generation or not self.is_open or self._stopped:
+            return
+        old = self._consumer_tag
+        self._consumer_tag = None
+        try:
+            if count > 0:
+                self._channel.basic_qos(prefetch_count=count)
+                self._consumer_tag = self._channel.basic_consume(
+                    self.queue.name, self._on_message, auto_ack=False
+                )
+            if old is not None:
+                self._channel.basic_cancel(old)
+        except (pex.AMQPError, OSError) as exc:
+            # The channel is gone: process() notices and the worker reconnects.
+            logger.info("Could not change the prefetch of %r: %s", self.queue.name, exc)
+
     def cancel(self) -> None:
         """Stop receiving new deliveries; prefetched ones go back to the queue (I/O thread)."""
+        self._stopped = True
         if self._consumer_tag and self.is_open:
             try:
                 self._channel.basic_cancel(self._consumer_tag)

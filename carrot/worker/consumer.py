@@ -22,6 +22,7 @@ from carrot.models import MessageLog
 from carrot.worker.heartbeats import worker_name
 from carrot.worker.intake import Intake
 from carrot.worker.pool import TaskPool
+from carrot.worker.prefetch import AdaptivePrefetch, PrefetchControl
 from carrot.worker.recorder import Recorder
 
 FailureCallback = Callable[[MessageLog, BaseException | str], Any]
@@ -123,6 +124,10 @@ class QueueConsumer:
             prefetch=self.queue.prefetch or self.concurrency,
             name=f"carrot-{self.name}",
         )
+        adaptive = None
+        if self.queue.prefetch is None:  # left to carrot: adapt it to the tasks' durations
+            policy = AdaptivePrefetch(self.concurrency)
+            adaptive = PrefetchControl(policy, self.channel.set_prefetch)
         self.intake = Intake(
             hooks=self,
             channel=self.channel,
@@ -132,6 +137,7 @@ class QueueConsumer:
             pool=pool,
             stop=self._stop,
             logger=self.logger,
+            prefetch=adaptive,
         )
         pool.start()
         self._intake_thread = threading.Thread(

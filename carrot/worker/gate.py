@@ -13,10 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from carrot.broker.consuming import Delivery
+from carrot.broker.outgoing import Outgoing
+from carrot.conf import QueueConfig
 from carrot.exceptions import MessageDecodeError
 from carrot.messages import CONTENT_TYPE, ETA_HEADER, decode_body
 from carrot.registry import registry
 from carrot.tasks import Task
+
+# Headers RabbitMQ adds to a dead-lettered message; a delayed copy does not carry them.
+_BROKER_HEADERS = ("x-death", "x-first-death", "x-last-death")
 
 
 @dataclass(frozen=True)
@@ -82,3 +87,22 @@ def seconds_until_due(delivery: Delivery) -> float:
     if not isinstance(eta, int | float) or isinstance(eta, bool):
         return 0.0
     return eta / 1000 - time.time()
+
+
+def delayed_copy(delivery: Delivery, seconds: float, queue: QueueConfig, sink: Any) -> Outgoing:
+    """Return a copy of a delivery for a delay queue, due in ``seconds`` (or at the ETA it
+    already carries); ``sink`` hears of RabbitMQ's confirm or refusal."""
+    headers = {k: v for k, v in delivery.headers.items() if not k.startswith(_BROKER_HEADERS)}
+    if ETA_HEADER not in headers or seconds_until_due(delivery) <= 0.5:
+        headers[ETA_HEADER] = int((time.time() + seconds) * 1000)
+    return Outgoing(
+        message_id=str(delivery.message_id),
+        task=str(delivery.type),
+        body=delivery.body,
+        priority=delivery.priority or 0,
+        queue=queue,
+        headers=headers,
+        delay=seconds,
+        ref=delivery,
+        sink=sink,
+    )

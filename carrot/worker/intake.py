@@ -32,16 +32,15 @@ from carrot.broker.outgoing import Outgoing
 from carrot.broker.relays import relays
 from carrot.conf import CarrotConfig, QueueConfig
 from carrot.exceptions import CarrotError
-from carrot.messages import ETA_HEADER
 from carrot.models import MessageLog
 from carrot.models.handover import hand_over, outgoing
 from carrot.worker import gate
 from carrot.worker.attempts import Claim, OutcomeKind, Record, log_outcome, record_for
 from carrot.worker.pool import TaskPool, Work
+from carrot.worker.prefetch import PrefetchControl
 from carrot.worker.recorder import Recorder, Written
 from carrot.worker.runner import Outcome
 
-_BROKER_HEADERS = ("x-death", "x-first-death", "x-last-death")
 BATCH = 500
 
 
@@ -67,6 +66,7 @@ class Intake:
         pool: TaskPool,
         stop: threading.Event,
         logger: logging.Logger,
+        prefetch: PrefetchControl | None = None,
     ) -> None:
         self.hooks = hooks
         self.channel = channel
@@ -76,7 +76,9 @@ class Intake:
         self.pool = pool
         self.stop = stop
         self.logger = logger
+        # Claimed at most: the free task threads, or ahead up to an explicit ``prefetch``.
         self.prefetch = queue.prefetch or pool.size
+        self.prefetch_control = prefetch  # adapts the broker's prefetch (when not explicit)
         self._incoming: queuelib.SimpleQueue[Delivery] = queuelib.SimpleQueue()
         self._wake = threading.Event()
         self._inflight = 0  # delivered and not yet settled with the broker (any thread)
@@ -222,6 +224,14 @@ class Intake:
         self._after_record(finished, records, written)
         self._dispatch(admitted, written.claims)
         self.pool.check_time_limits()
+        if self.prefetch_control is not None:
+            durations = [outcome.duration for _, outcome in finished]
+            oldest = self.pool.oldest_running()
+            give_back = self.prefetch_control.step(
+                durations, oldest, self._busy, len(self._backlog)
+            )
+            for _ in range(give_back):
+                self._settle(self._backlog.pop(), Settle.REQUEUE)  # for other workers
 
     # ------------------------------------------------------------------ gate and claim
 
@@ -370,21 +380,8 @@ class Intake:
     def _forward(self, delivery: Delivery, seconds: float, why: str) -> None:
         """Send a copy of the delivery to a delay queue; it is acked once RabbitMQ confirms
         the copy (and returned to the queue if it refuses it), so it is never lost."""
-        headers = {k: v for k, v in delivery.headers.items() if not k.startswith(_BROKER_HEADERS)}
-        if ETA_HEADER not in headers or gate.seconds_until_due(delivery) <= 0.5:
-            headers[ETA_HEADER] = int((time.time() + seconds) * 1000)
-        copy = Outgoing(
-            message_id=str(delivery.message_id),
-            task=str(delivery.type),
-            body=delivery.body,
-            priority=delivery.priority or 0,
-            queue=self.queue,
-            headers=headers,
-            delay=seconds,
-            ref=delivery,
-            sink=self,
-        )
         self.logger.debug("Delaying %s %s: %s", delivery.type, delivery.message_id, why)
+        copy = gate.delayed_copy(delivery, seconds, self.queue, self)
         relays.get(self.queue.broker, self.config).submit([copy])
         self._release(delivery)  # the relay's confirm settles it
 

@@ -38,6 +38,7 @@ class Work:
     args: list[Any]
     kwargs: dict[str, Any]
     deadline: float | None = None
+    started: float | None = None  # time.monotonic() when its thread took it
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: bool = False  # its outcome was handed back (by its thread or by the watch)
 
@@ -108,6 +109,7 @@ class TaskPool:
             work = self._ready.get()
             if work is None:
                 return
+            work.started = time.monotonic()
             with self._lock:
                 self._running[work.message_id] = work
             call = CurrentCall(
@@ -137,6 +139,12 @@ class TaskPool:
                 # this one retires instead of taking more work.
                 self.logger.info("%s ended after its abandoned task returned", me.name)
                 return
+
+    def oldest_running(self) -> float | None:
+        """Return for how many seconds the longest-running task has run, or None."""
+        with self._lock:
+            starts = [w.started for w in self._running.values() if w.started is not None]
+        return time.monotonic() - min(starts) if starts else None
 
     def check_time_limits(self) -> None:
         """Fail tasks stuck past their time limit and give their slot a new thread.
