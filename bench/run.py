@@ -462,14 +462,16 @@ def monitor_page_ms(rows: int) -> float:
     columns = (
         "uuid, status, task, queue, exchange, routing_key, priority, task_args, "
         "task_kwargs, output, exception, traceback, log, attempts, interruptions, "
-        "worker, publish_time, completion_time"
+        "worker, publish_time, completion_time, attempt_history, exception_type, backend, "
+        "search_text"
     )
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
                 f"INSERT INTO carrot_messagelog ({columns}) SELECT gen_random_uuid(), "  # noqa: S608
                 "'COMPLETED', 'bench.tasks.noop', 'default', '', 'default', 0, '[1]', '{}', "
-                "'null', '', '', '[]', 1, 0, 'w', now(), now() FROM generate_series(1, %s)",
+                "'null', '', '', '[]', 1, 0, 'w', now(), now(), '[]', '', '', '[1] {}' "
+                "FROM generate_series(1, %s)",
                 [rows],
             )
         else:
@@ -477,7 +479,8 @@ def monitor_page_ms(rows: int) -> float:
                 f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %s) "  # noqa: S608
                 f"INSERT INTO carrot_messagelog ({columns}) SELECT lower(hex(randomblob(16))), "
                 "'COMPLETED', 'bench.tasks.noop', 'default', '', 'default', 0, '[1]', '{}', "
-                "'null', '', '', '[]', 1, 0, 'w', datetime('now'), datetime('now') FROM n",
+                "'null', '', '', '[]', 1, 0, 'w', datetime('now'), datetime('now'), '[]', '', '', "
+                "'[1] {}' FROM n",
                 [rows],
             )
     assert MessageLog.objects.count() == rows
