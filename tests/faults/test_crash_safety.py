@@ -63,6 +63,7 @@ def test_delay(worker_factory):
     recovered(stranded(["delay"]), worker_factory)
 
 
+@pytest.mark.slow  # ~8 s each; make test keeps delay and requeue
 def test_delay_many(worker_factory):
     killed_after(
         "from tests.testapp.tasks import record\n"
@@ -71,6 +72,7 @@ def test_delay_many(worker_factory):
     recovered(stranded(["many-1", "many-2"]), worker_factory)
 
 
+@pytest.mark.slow  # ~8 s each; make test keeps delay and requeue
 def test_apply_async_with_a_countdown(worker_factory):
     killed_after(
         "from tests.testapp.tasks import record\n"
@@ -79,6 +81,7 @@ def test_apply_async_with_a_countdown(worker_factory):
     recovered(stranded(["countdown"]), worker_factory)
 
 
+@pytest.mark.slow  # ~8 s each; make test keeps delay and requeue
 def test_a_custom_exchange(worker_factory, broker):
     broker.channel.exchange_declare("carrot-crash-x", "direct")
     broker.channel.queue_bind("default", "carrot-crash-x", "to-default")
@@ -111,6 +114,7 @@ def schedule(key: str, due: bool = True) -> ScheduledTask:
     )
 
 
+@pytest.mark.slow  # ~8 s each; make test keeps delay and requeue
 def test_a_scheduled_tick(worker_factory):
     schedule("tick")
     killed_after(
@@ -122,6 +126,7 @@ def test_a_scheduled_tick(worker_factory):
     assert ScheduledTask.objects.get().next_run_at > timezone.now()  # the tick was claimed
 
 
+@pytest.mark.slow  # ~8 s each; make test keeps delay and requeue
 def test_run_now(worker_factory):
     row = schedule("run-now", due=False)
     killed_after(
@@ -132,6 +137,7 @@ def test_run_now(worker_factory):
     recovered(stranded(["run-now"]), worker_factory)
 
 
+@pytest.mark.slow  # ~8 s each; make test keeps delay and requeue
 def test_a_worker_retry(worker_factory, broker):
     # A worker commits a failed attempt as a retry (row and outbox entry) and acks the
     # delivery, then dies before its relay publishes the retry.
@@ -160,6 +166,7 @@ def test_a_worker_retry(worker_factory, broker):
     assert Effect.objects.filter(key="retry").count() == 2  # the failed run and the good one
 
 
+@pytest.mark.slow  # ~8 s each; make test keeps delay and requeue
 def test_a_sweeper(worker_factory):
     killed_after("from tests.testapp.tasks import record\nrecord.delay('swept')")
     OutboxEntry.objects.update(created_at=timezone.now() - OUTBOX_GRACE - timedelta(seconds=1))

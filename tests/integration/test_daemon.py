@@ -84,6 +84,7 @@ def test_a_stale_pidfile_is_reported_and_replaced(tmp_path, stopped):
         sleeper.kill()
 
 
+@pytest.mark.slow  # ~8 s each
 def test_restart_replaces_the_process(tmp_path, stopped):
     daemon(tmp_path, "start", "--no-scheduler")
     first = int((tmp_path / "carrot.pid").read_text())
@@ -108,6 +109,7 @@ def test_stop_waits_for_tasks_in_flight(tmp_path, stopped):
     assert Effect.objects.filter(key="drain").count() == 1
 
 
+@pytest.mark.slow  # ~8 s each
 def test_stop_hard_does_not_wait(tmp_path, stopped):
     markers = tmp_path / "markers"
     markers.mkdir()

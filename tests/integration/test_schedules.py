@@ -448,6 +448,7 @@ def test_cleanup_deletes_old_completed_tasks_in_batches():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.slow  # ~18 s of ticks
 def test_two_scheduler_processes_publish_each_tick_exactly_once(worker_factory, broker):
     start = timezone.now() + timedelta(seconds=3)
     every_second = make_schedule(task_name="1s", interval_count=1, next_run_at=start)
