@@ -107,16 +107,18 @@ class ConsumerChannel:
         try:
             channel = connection.channel()
             declare_queue(channel, self.queue)
-            channel.basic_qos(prefetch_count=max(1, self.prefetch))
             channel.add_on_cancel_callback(self._on_cancel)
             with self._lock:
                 self.generation += 1
                 self._connection, self._channel = connection, channel
                 self._cancelled_by_broker = False
                 self._unsettled = set()
-            self._consumer_tag = channel.basic_consume(
-                self.queue.name, self._on_message, auto_ack=False
-            )
+            self._consumer_tag = None
+            if self.prefetch > 0:  # 0: paused (set_prefetch) until a window opens again
+                channel.basic_qos(prefetch_count=self.prefetch)
+                self._consumer_tag = channel.basic_consume(
+                    self.queue.name, self._on_message, auto_ack=False
+                )
         except QueueMismatch:
             close_quietly(connection)
             raise
