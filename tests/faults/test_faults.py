@@ -182,6 +182,7 @@ def test_consuming_workers_reconnect_keep_their_pids_and_settle_everything(node,
 
 
 @pytest.mark.fault
+@pytest.mark.slow  # ~11 s: a full broker restart
 def test_queued_persistent_tasks_survive_a_full_broker_restart(node, worker_factory):
     logs = [record.delay(f"durable-{i}") for i in range(50)]
     node.restart()

@@ -96,6 +96,7 @@ def test_restart_replaces_the_process(tmp_path, stopped):
     assert "carrot stopped" in restarted.stdout and "carrot started" in restarted.stdout
 
 
+@pytest.mark.slow  # ~8 s
 def test_stop_waits_for_tasks_in_flight(tmp_path, stopped):
     markers = tmp_path / "markers"
     markers.mkdir()

@@ -131,6 +131,7 @@ def test_odd_query_strings_never_give_a_500(staff, urls):
     assert not failures, failures[:10]
 
 
+@pytest.mark.slow  # ~8 s: every form x every odd value
 def test_odd_form_posts_never_give_a_500(staff, urls):
     failures = []
     for url, value in itertools.product(urls, ODD):
