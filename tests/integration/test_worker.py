@@ -280,7 +280,8 @@ def test_a_task_that_kills_its_worker_every_time_is_given_up(worker_factory, bro
     log = crash.delay("crasher")
     for _ in range(4):
         proc = worker_factory("--no-scheduler", CARROT_TEST_MAX_INTERRUPTIONS="1")
-        proc.wait_ready()
+        # One consumer is enough: the crash can kill the worker before the second starts.
+        proc.wait_ready(queues=1)
         wait_until(
             lambda p=proc: (
                 p.proc.poll() is not None or MessageLog.objects.get(pk=log.pk).status == "FAILED"
