@@ -107,13 +107,22 @@ def raw_publish(n: int, *, confirm: bool) -> float:
     return n / elapsed
 
 
-def raw_drain(n: int, *, threads: int = 2, prefetch: int = 100) -> float:
-    """Raw pika shaped like a worker: an I/O thread, task threads, thread-safe acks."""
+def _consume_with_threads(
+    connection: Any,
+    channel: Any,
+    n: int,
+    *,
+    threads: int,
+    prefetch: int,
+    handle: Callable[[bytes], None],
+    finish: Callable[[], None] = lambda: None,
+) -> float:
+    """Consume ``n`` messages from RAW_QUEUE shaped like a worker (an I/O thread, task
+    threads that call ``handle(body)`` and ack thread-safely); return messages/s.
+    ``finish`` runs on each task thread before it ends."""
     import queue as queuelib
     from functools import partial
 
-    raw_publish(n, confirm=False)
-    connection, channel = raw_channel(False)
     channel.basic_qos(prefetch_count=prefetch)
     work: queuelib.SimpleQueue = queuelib.SimpleQueue()
     done = 0
@@ -122,9 +131,12 @@ def raw_drain(n: int, *, threads: int = 2, prefetch: int = 100) -> float:
     def run() -> None:
         nonlocal done
         while True:
-            tag = work.get()
-            if tag is None:
+            item = work.get()
+            if item is None:
+                finish()
                 return
+            tag, body = item
+            handle(body)
             connection.add_callback_threadsafe(partial(channel.basic_ack, tag))
             with lock:
                 done += 1
@@ -135,7 +147,9 @@ def raw_drain(n: int, *, threads: int = 2, prefetch: int = 100) -> float:
     for thread in workers:
         thread.start()
     started = time.perf_counter()
-    channel.basic_consume(RAW_QUEUE, lambda ch, method, props, body: work.put(method.delivery_tag))
+    channel.basic_consume(
+        RAW_QUEUE, lambda ch, method, props, body: work.put((method.delivery_tag, body))
+    )
     channel.start_consuming()
     elapsed = time.perf_counter() - started
     for _ in workers:
@@ -144,6 +158,15 @@ def raw_drain(n: int, *, threads: int = 2, prefetch: int = 100) -> float:
         thread.join()
     connection.close()
     return n / elapsed
+
+
+def raw_drain(n: int, *, threads: int = 2, prefetch: int = 100) -> float:
+    """Raw pika shaped like a worker: an I/O thread, task threads, thread-safe acks."""
+    raw_publish(n, confirm=False)
+    connection, channel = raw_channel(False)
+    return _consume_with_threads(
+        connection, channel, n, threads=threads, prefetch=prefetch, handle=lambda body: None
+    )
 
 
 # Each latency sample starts after this much idle time, the same for raw pika, naive
@@ -221,9 +244,6 @@ def _naive_run(pk: int) -> None:
 
 def naive_drain(n: int, *, threads: int = 2, prefetch: int = 100) -> float:
     """INSERT + 2 UPDATEs per task, by hand: the rows and messages exist beforehand."""
-    import queue as queuelib
-    from functools import partial
-
     import pika
     from django.db import connection as db
 
@@ -233,41 +253,15 @@ def naive_drain(n: int, *, threads: int = 2, prefetch: int = 100) -> float:
     props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
     for pk in ids:
         channel.basic_publish("", RAW_QUEUE, json.dumps({"id": pk}).encode(), props)
-    channel.basic_qos(prefetch_count=prefetch)
-    work: queuelib.SimpleQueue = queuelib.SimpleQueue()
-    done = 0
-    lock = threading.Lock()
-
-    def run() -> None:
-        nonlocal done
-        while True:
-            item = work.get()
-            if item is None:
-                db.close()
-                return
-            tag, body = item
-            _naive_run(json.loads(body)["id"])
-            connection.add_callback_threadsafe(partial(channel.basic_ack, tag))
-            with lock:
-                done += 1
-                if done >= n:
-                    connection.add_callback_threadsafe(channel.stop_consuming)
-
-    workers = [threading.Thread(target=run) for _ in range(threads)]
-    for thread in workers:
-        thread.start()
-    started = time.perf_counter()
-    channel.basic_consume(
-        RAW_QUEUE, lambda ch, method, props, body: work.put((method.delivery_tag, body))
+    return _consume_with_threads(
+        connection,
+        channel,
+        n,
+        threads=threads,
+        prefetch=prefetch,
+        handle=lambda body: _naive_run(json.loads(body)["id"]),
+        finish=lambda: db.close(),  # this thread's connection, looked up in it
     )
-    channel.start_consuming()
-    elapsed = time.perf_counter() - started
-    for _ in workers:
-        work.put(None)
-    for thread in workers:
-        thread.join()
-    connection.close()
-    return n / elapsed
 
 
 def naive_latency(samples: int) -> list[float]:
