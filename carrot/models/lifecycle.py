@@ -184,7 +184,24 @@ PURGE = Transition(  # its message was purged from the queue by an operator
     ("exception",),
 )
 
-TRANSITIONS = (CLAIM, RESUME, COMPLETE, FAIL, RETRY, GIVE_UP, REQUEUE, REJECT, NOT_PUBLISHED, PURGE)
+# Not a status move: a running attempt's log lines so far, written while it runs
+# (``carrot.worker.livelog``, through ``apply_each``): only a row still IN_PROGRESS at the
+# same attempt matches, so it never replaces the log an outcome wrote, nor a later attempt's.
+LOG_SO_FAR = Transition("log so far", (IN_PROGRESS,), IN_PROGRESS, params=("log",))
+
+TRANSITIONS = (
+    CLAIM,
+    RESUME,
+    COMPLETE,
+    FAIL,
+    RETRY,
+    GIVE_UP,
+    REQUEUE,
+    REJECT,
+    NOT_PUBLISHED,
+    PURGE,
+    LOG_SO_FAR,
+)
 
 
 def rejected(reason: str) -> str:

@@ -21,6 +21,7 @@ from carrot.exceptions import BrokerUnavailable, QueueMismatch
 from carrot.models import MessageLog
 from carrot.worker.heartbeats import worker_name
 from carrot.worker.intake import Intake
+from carrot.worker.livelog import LiveLog
 from carrot.worker.pool import TaskPool
 from carrot.worker.prefetch import AdaptivePrefetch, PrefetchControl
 from carrot.worker.recorder import Recorder
@@ -45,6 +46,9 @@ class QueueConsumer:
     """Consume one queue with ``concurrency`` task threads and one connection."""
 
     task_type = "type"
+    # The process's writer of running tasks' logs, set by the Worker before it starts
+    # consuming; a consumer without one writes each log only with its task's outcome.
+    live_log: LiveLog | None = None
 
     def __init__(
         self,
@@ -116,6 +120,7 @@ class QueueConsumer:
             max_log_records=self.config.task_log_max_records,
             logger=self.logger,
             on_finished=lambda: self.intake.wake() if self.intake else None,
+            live_log=self.live_log,
         )
         self.channel = ConsumerChannel(
             self.queue,

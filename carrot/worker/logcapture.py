@@ -1,7 +1,8 @@
 """Per-task capture of the ``carrot`` logger.
 
 One handler sits on the ``carrot`` logger; each worker thread points it at the buffer of
-the task it is running, so records from other threads never mix into a task's log.
+the task it is running, so records from other threads never mix into a task's log. While
+the task runs, the live log (``livelog``) reads its buffer from another thread.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ _formatter = logging.Formatter()
 
 
 class LogBuffer:
-    """The records one task emitted, as JSON-ready dicts, capped at ``max_records``."""
+    """The records one task emitted, as JSON-ready dicts, capped at ``max_records``.
+
+    Only the task's thread adds to it; any thread may read it meanwhile without a lock:
+    records are only ever appended (never changed, reordered or removed), so a copy of
+    the list is always a consistent prefix of the task's log.
+    """
 
     def __init__(self, level: int, max_records: int) -> None:
         self.level = level
@@ -45,16 +51,21 @@ class LogBuffer:
             }
         )
 
+    def emitted(self) -> int:
+        """Return how many records reached the buffer so far, kept or dropped."""
+        return len(self.records) + self.dropped
+
     def as_list(self) -> list[dict[str, Any]]:
         """Return the records, with a note when some were dropped."""
-        if not self.dropped:
+        dropped = self.dropped  # read once: the task's thread may still be adding
+        if not dropped:
             return list(self.records)
         note = {
             "time": datetime.now(tz=UTC).isoformat(),
             "level": "WARNING",
             "levelno": logging.WARNING,
             "logger": CAPTURED_LOGGER,
-            "message": f"{self.dropped} more log records were dropped "
+            "message": f"{dropped} more log records were dropped "
             f"(CARROT['task_log_max_records'] = {self.max_records}).",
         }
         return [*self.records, note]

@@ -1,9 +1,10 @@
 """The task threads of one consumed queue, and the watch on their time limits.
 
 Claimed work goes in (``put``); each thread runs one task at a time with its ``carrot``
-log captured, and hands ``(work, outcome)`` back through ``finished``. A task blocked
-outside Python past its time limit is failed from here and its thread abandoned; a new
-thread takes its slot, so the queue keeps its full concurrency.
+log captured (and written while it runs by the process's ``LiveLog``), and hands
+``(work, outcome)`` back through ``finished``. A task blocked outside Python past its
+time limit is failed from here and its thread abandoned; a new thread takes its slot, so
+the queue keeps its full concurrency.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import queue as queuelib
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,9 @@ from carrot.exceptions import TimeLimitExceeded
 from carrot.models.lifecycle import error_type
 from carrot.tasks import Task
 from carrot.worker.attempts import Claim
-from carrot.worker.runner import Outcome, run_task
+from carrot.worker.livelog import LiveLog
+from carrot.worker.logcapture import LogBuffer
+from carrot.worker.runner import Outcome, Watch, run_task
 
 # After its time limit, how long a task blocked outside Python code may keep its thread.
 ABANDON_GRACE = 2.0
@@ -41,6 +45,7 @@ class Work:
     started: float | None = None  # time.monotonic() when its thread took it
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: bool = False  # its outcome was handed back (by its thread or by the watch)
+    buffer: LogBuffer | None = None  # its log so far, once its thread runs it
 
     @property
     def message_id(self) -> str:
@@ -67,6 +72,7 @@ class TaskPool:
         max_log_records: int,
         logger: logging.Logger,
         on_finished: Callable[[], None],
+        live_log: LiveLog | None = None,
     ) -> None:
         self.name = name
         self.size = size
@@ -74,6 +80,7 @@ class TaskPool:
         self.max_log_records = max_log_records
         self.logger = logger
         self.on_finished = on_finished
+        self.live_log = live_log
         self.finished: queuelib.SimpleQueue[tuple[Work, Outcome]] = queuelib.SimpleQueue()
         self._ready: queuelib.SimpleQueue[Work | None] = queuelib.SimpleQueue()
         self._running: dict[str, Work] = {}  # message id -> work a thread is running
@@ -127,6 +134,7 @@ class TaskPool:
                         work.kwargs,
                         log_level=self.log_level,
                         max_log_records=self.max_log_records,
+                        watch=self._watch(work),
                     )
             finally:
                 with self._lock:
@@ -139,6 +147,19 @@ class TaskPool:
                 # this one retires instead of taking more work.
                 self.logger.info("%s ended after its abandoned task returned", me.name)
                 return
+
+    def _watch(self, work: Work) -> Watch:
+        """Keep the task's log buffer at hand while it runs, and show its lines live when
+        the worker writes them."""
+        live, row_id = self.live_log, work.claim.log_id
+
+        def watch(buffer: LogBuffer) -> AbstractContextManager[object]:
+            work.buffer = buffer  # the time-limit watch records it, should it fail the task
+            if live is None or row_id is None:
+                return nullcontext()
+            return live.watching(row_id, work.claim.attempt, buffer)
+
+        return watch
 
     def oldest_running(self) -> float | None:
         """Return for how many seconds the longest-running task has run, or None."""
@@ -175,6 +196,7 @@ class TaskPool:
                 succeeded=False,
                 exception=message,
                 exception_type=error_type(TimeLimitExceeded),
+                log=work.buffer.as_list() if work.buffer is not None else [],
             )
             self.finished.put((work, outcome))
             self.on_finished()

@@ -1,5 +1,5 @@
-"""The worker process: run a consumer per queue, the scheduler, the outbox sweeper and a
-heartbeat until SIGTERM/SIGINT, then drain gracefully."""
+"""The worker process: run a consumer per queue, the scheduler, the outbox sweeper, the
+live log and a heartbeat until SIGTERM/SIGINT, then drain gracefully."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from carrot.publishing.sweeper import sweep_outbox
 from carrot.scheduling.scheduler import Scheduler
 from carrot.worker.consumer import QueueConsumer
 from carrot.worker.heartbeats import Heartbeat, worker_name
+from carrot.worker.livelog import LiveLog
 
 
 class OutboxSweeper(threading.Thread):
@@ -73,6 +74,7 @@ class Worker:
         self.consumers: list[QueueConsumer] = []
         self.heartbeat: Heartbeat | None = None
         self.sweeper: OutboxSweeper | None = None
+        self.live_log: LiveLog | None = None
         self._stop = threading.Event()
         self._signals = 0
 
@@ -118,8 +120,12 @@ class Worker:
         self.heartbeat.start()
         self.sweeper = OutboxSweeper(self.logger)
         self.sweeper.start()
+        if self.queues:
+            self.live_log = LiveLog(self.logger)
+            self.live_log.start()
         for queue in self.queues:
             consumer = self._consumer(queue)
+            consumer.live_log = self.live_log
             consumer.start_consuming()
             self.consumers.append(consumer)
         if self.scheduler_enabled:
@@ -161,6 +167,8 @@ class Worker:
                     consumer.queue.name,
                 )
                 exit_code = 1
+        if self.live_log is not None:
+            self.live_log.stop()  # the tasks have ended: their outcomes wrote their logs
         if self._scheduler_thread is not None:
             self._scheduler_thread.join(max(1.0, deadline - time.monotonic()))
         if self.sweeper is not None:

@@ -7,6 +7,8 @@ import logging
 import threading
 import time
 import traceback as tb
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,9 @@ from carrot.tasks import Task
 from carrot.worker import logcapture
 
 logger = logging.getLogger("carrot")
+
+# Given the task's log buffer, what to do with it while the task runs (the live log).
+Watch = Callable[[logcapture.LogBuffer], AbstractContextManager[object]]
 
 
 @dataclass
@@ -87,14 +92,24 @@ def _call(task: Task, args: list[Any], kwargs: dict[str, Any]) -> Any:
 
 
 def run_task(
-    task: Task, args: list[Any], kwargs: dict[str, Any], *, log_level: int, max_log_records: int
+    task: Task,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    *,
+    log_level: int,
+    max_log_records: int,
+    watch: Watch | None = None,
 ) -> Outcome:
-    """Call the task with its arguments, capturing its ``carrot`` log lines."""
+    """Call the task with its arguments, capturing its ``carrot`` log lines (shown live
+    through ``watch``)."""
     # A connection that went stale between tasks (server restart, CONN_MAX_AGE) is
     # replaced instead of failing the task, as a request would.
     close_old_connections()
     started = time.monotonic()
-    with logcapture.capture(log_level, max_log_records) as buffer:
+    with (
+        logcapture.capture(log_level, max_log_records) as buffer,
+        watch(buffer) if watch is not None else nullcontext(),
+    ):
         try:
             # The limit's exception may land just after the call returned, inside _call;
             # it is caught here all the same.

@@ -154,3 +154,30 @@ def whoami(fail_first=False):
         "task": call.task,
         "queue": call.queue,
     }
+
+
+def _wait_for(path, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@task
+def log_until_released(key, lines=3, burst=0, burst_seconds=1.0):
+    """Log ``lines`` lines, wait for ``release-<key>`` in CARROT_TEST_MARKER_DIR, log
+    ``burst`` lines spread over ``burst_seconds`` and a last line, touch ``logged-<key>``,
+    then wait for ``finish-<key>`` (each wait gives up after a minute)."""
+    marker = Path(os.environ.get("CARROT_TEST_MARKER_DIR", "/tmp"))
+    for i in range(lines):
+        logger.info("%s line %d", key, i + 1)
+    _wait_for(marker / f"release-{key}")
+    started = time.monotonic()
+    for i in range(burst):
+        logger.debug("%s burst %d", key, i + 1)
+        pause = started + burst_seconds * (i + 1) / burst - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    logger.warning("%s released", key)
+    Path(marker, f"logged-{key}").touch()
+    _wait_for(marker / f"finish-{key}")
+    return key

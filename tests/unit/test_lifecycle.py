@@ -41,6 +41,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "reject": {"exception": lc.rejected("bad body")},
     "not published": {"exception": lc.not_published("refused")},
     "purge": {"exception": "Purged"},
+    "log so far": {"log": [{"message": "so far"}]},
 }
 TIMES = ("start_time", "completion_time", "failure_time", "publish_time")
 
