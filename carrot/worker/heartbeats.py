@@ -16,19 +16,21 @@ import os
 import secrets
 import socket
 import threading
-from datetime import timedelta
 from pathlib import Path
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
+from carrot.conf import get_config
 from carrot.models import WorkerHeartbeat
+from carrot.models.statistics import roll_up
 from carrot.worker.processes import process_alive
 
 logger = logging.getLogger(__name__)
 
 BEAT_EVERY = 5.0
-LEASE = timedelta(seconds=30)
+LEASE = WorkerHeartbeat.LEASE
+ROLL_UP_EVERY = 60.0  # sum finished tasks into the statistics (any worker may; once each)
 
 
 def process_table() -> str:
@@ -76,14 +78,20 @@ def worker_alive(name: str) -> bool:
 
 
 class Heartbeat:
-    """Keep this process's WorkerHeartbeat row fresh from a background thread."""
+    """Keep this process's WorkerHeartbeat row fresh from a background thread, and keep
+    the task statistics summed (``carrot.models.statistics.roll_up``)."""
 
     def __init__(self, name: str, queues: list[str], scheduler: bool) -> None:
         self.name = name
         self.queues = queues
         self.scheduler = scheduler
+        configured = {q.name: q.concurrency for q in get_config().queues}
+        self.concurrency = {q: configured[q] for q in queues if q in configured}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._statistics = threading.Thread(
+            target=self._sum_statistics, name="statistics", daemon=True
+        )
 
     def beat(self) -> None:
         WorkerHeartbeat.objects.update_or_create(
@@ -92,6 +100,7 @@ class Heartbeat:
                 "hostname": socket.gethostname(),
                 "pid": os.getpid(),
                 "queues": self.queues,
+                "concurrency": self.concurrency,
                 "scheduler": self.scheduler,
                 "last_seen": timezone.now(),
             },
@@ -106,8 +115,19 @@ class Heartbeat:
                 logger.warning("Could not record this worker's heartbeat: %s", exc)
             self._stop.wait(BEAT_EVERY)
 
+    def _sum_statistics(self) -> None:
+        # Its own thread: catching up on a long history must not delay the heartbeat.
+        while not self._stop.wait(ROLL_UP_EVERY):
+            close_old_connections()
+            try:
+                roll_up()
+            except DatabaseError as exc:  # the next round sums what this one could not
+                logger.warning("Could not sum the task statistics: %s", exc)
+        connection.close()
+
     def start(self) -> None:
         self._thread.start()
+        self._statistics.start()
 
     def stop(self) -> None:
         """Stop beating and remove the row (a clean exit is not a dead worker)."""
