@@ -222,7 +222,31 @@ def publish_sample_tasks() -> dict[str, Any]:
     tasks.report.delay(7)
     rows["slow"] = tasks.slow.delay(seconds=60)
     run_now(ScheduledTask.objects.get(task="demo.tasks.heartbeat"))  # a "last run" to show
+    publish_malformed_message()
     return rows
+
+
+def publish_malformed_message() -> None:
+    """Publish by hand what no carrot producer would: the worker dead-letters it."""
+    import uuid
+
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(BROKER))
+    try:
+        connection.channel().basic_publish(
+            "",
+            "default",
+            b'{"args": [1, 2], "kwargs": ',  # cut short: not JSON
+            pika.BasicProperties(
+                message_id=str(uuid.uuid4()),
+                type="demo.tasks.add",
+                content_type="application/json",
+                delivery_mode=2,
+            ),
+        )
+    finally:
+        connection.close()
 
 
 def wait_until_settled(slow_id: int) -> None:
@@ -302,7 +326,7 @@ def log_in(browser: Any, base_url: str) -> dict[str, Any]:
     page.fill("#id_username", USERNAME)
     page.fill("#id_password", PASSWORD)
     page.locator("#login-form [type=submit]").click()
-    page.wait_for_url("**/carrot/tasks/**")
+    page.wait_for_url("**/carrot/")  # the overview, the landing page
     page.wait_for_selector("#tabs")
     state: dict[str, Any] = context.storage_state()
     context.close()
@@ -332,6 +356,10 @@ def desktop_shots(browser: Any, base_url: str, state: dict[str, Any], rows: dict
     context = browser.new_context(base_url=base_url, viewport=DESKTOP, storage_state=state)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
+    shot(page, "/carrot/", "overview.png", ready="tr[data-worker]")
+    shot(page, "/carrot/statistics/", "statistics.png", ready="table.stats tr[data-task]")
+    shot(page, "/carrot/dead-letters/", "dead-letters.png", ready="main h1")
+    shot(page, f"/carrot/task/{rows['slow'].uuid}/", "live-log.png", ready="text=Step 2 of")
     shot(page, "/carrot/tasks/in-progress/", "in-progress.png", ready="#task-table tbody tr")
     shot(page, "/carrot/tasks/failed/", "failed.png", ready=".exception-line")
     shot(page, "/carrot/tasks/completed/", "completed.png", ready="#task-table .task-link")
@@ -360,6 +388,7 @@ def phone_and_dark_shots(
     )
     phone.set_default_timeout(TIMEOUT_MS)
     page = phone.new_page()
+    shot(page, "/carrot/", "phone-overview.png", ready="tr[data-worker]", full_page=False)
     shot(
         page, "/carrot/tasks/failed/", "phone-failed.png", ready=".exception-line", full_page=False
     )
@@ -378,6 +407,8 @@ def phone_and_dark_shots(
     dark.set_default_timeout(TIMEOUT_MS)
     page = dark.new_page()
     shot(page, "/carrot/tasks/completed/", "dark-completed.png", ready="#task-table .task-link")
+    shot(page, "/carrot/", "dark-overview.png", ready="tr[data-worker]")
+    shot(page, "/carrot/statistics/", "dark-statistics.png", ready="table.stats tr[data-task]")
     dark.close()
 
 

@@ -2,12 +2,32 @@
 
 from django.urls import path
 
-from carrot.monitor import assets, schedule_views, task_actions, task_views
+from carrot.monitor import (
+    assets,
+    dead_letters,
+    overview,
+    schedule_views,
+    statistics,
+    task_actions,
+    task_views,
+)
 
 app_name = "carrot"
 
 urlpatterns = [
-    path("", task_views.index, name="index"),
+    path("", overview.overview, name="index"),
+    path("statistics/", statistics.task_statistics, name="statistics"),
+    path("dead-letters/", dead_letters.dead_letter_list, name="dead_letters"),
+    path(
+        "dead-letters/<str:queue>/redrive/",
+        dead_letters.dead_letter_redrive,
+        name="dead_letter_redrive",
+    ),
+    path(
+        "dead-letters/<str:queue>/delete/",
+        dead_letters.dead_letter_delete,
+        name="dead_letter_delete",
+    ),
     path("tasks/<slug:slug>/", task_views.task_list, name="tasks"),
     path("tasks/<slug:slug>/bulk/", task_actions.bulk_action, name="bulk"),
     path("tasks/<slug:slug>/bulk/question/", task_actions.bulk_question, name="bulk_question"),

@@ -67,6 +67,26 @@ def duration(value: timedelta | None) -> str:
 
 
 @register.filter
+def seconds(value: float | None) -> str:
+    """Return a runtime in seconds the way ``duration`` does: 3 ms, 1.2 s, 4 min 5 s."""
+    if value is None:
+        return ""
+    if value < 0.001:
+        return f"{value * 1000:.2f} ms"
+    return duration(timedelta(seconds=value))
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    """Return a fraction as a percentage: 0.0123 -> 1.2%."""
+    if value is None:
+        return ""
+    if 0 < value < 0.001:
+        return "<0.1%"
+    return f"{value * 100:.1f}%"
+
+
+@register.filter
 def relative(value: datetime | None) -> str:
     """Return how long ago (or from now) a time is: "just now", "42 s ago", "in 3 min"."""
     if value is None:

@@ -6,96 +6,19 @@ monitor served by pytest-django's ``live_server`` against the real database and 
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.utils import timezone
 
+from tests.browser.conftest import MONITOR, TIMEOUT, log_in, wait_for_htmx
 from tests.harness import BrokerClient, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_HELP = (
-    f"Chromium is not installed at {CHROMIUM}; the browser tests need it. "
-    "Install it with `apt-get install -y chromium`."
-)
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-TIMEOUT = 10_000  # ms, for every auto-waiting assertion
-MONITOR = "/ops/carrot/"
-USERNAME, PASSWORD = "operator", "correct horse battery staple"
 XSS_IMG = '<img src=x onerror="window.__xss=1">'
 XSS_SCRIPT = "<script>window.__xss=1</script>"
-
-
-# ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for the module (never downloaded: Debian's package)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(CHROMIUM_HELP, pytrace=False)
-    from playwright.sync_api import Error, sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; Django's ORM refuses to
-    # run where a loop is running unless told it is safe (it is: nothing else uses it).
-    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    try:
-        with sync_playwright() as p:
-            try:
-                chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-            except Error as exc:
-                pytest.fail(f"{CHROMIUM_HELP}\nLaunching it failed: {exc}", pytrace=False)
-            yield chromium
-            chromium.close()
-    finally:
-        if previous is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-        else:
-            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def page(browser: Any, live_server: Any) -> Iterator[Any]:
-    """A fresh context and page per test, with a base URL on the live server."""
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=TIMEOUT)
-    context = browser.new_context(base_url=live_server.url)
-    context.set_default_timeout(TIMEOUT)
-    page = context.new_page()
-    yield page
-    context.close()
-
-
-@pytest.fixture
-def staff(live_server: Any) -> Any:
-    from django.contrib.auth.models import User
-
-    return User.objects.create_superuser(USERNAME, "ops@example.com", PASSWORD)
-
-
-def log_in(page: Any, next_url: str = MONITOR) -> None:
-    """Log in through the admin login page and land on ``next_url``."""
-    from playwright.sync_api import expect
-
-    page.goto(f"/admin/login/?next={next_url}")
-    page.fill("#id_username", USERNAME)
-    page.fill("#id_password", PASSWORD)
-    page.locator("#login-form [type=submit]").click()
-    page.wait_for_url(re.compile(re.escape(next_url)))
-    expect(page.locator("#tabs")).to_be_visible()
-
-
-def wait_for_htmx(page: Any) -> None:
-    """Wait until htmx (served by the monitor itself) has loaded and processed the page."""
-    page.wait_for_function("() => window.htmx !== undefined && document.readyState === 'complete'")
 
 
 def failed_log(**fields: Any) -> Any:
@@ -121,11 +44,14 @@ def failed_log(**fields: Any) -> Any:
 
 
 TABS = [
+    ("Overview", "Overview", "/"),
     ("Queued", "Queued tasks", "/tasks/queued/"),
     ("In progress", "In progress tasks", "/tasks/in-progress/"),
     ("Failed", "Failed tasks", "/tasks/failed/"),
     ("Completed", "Completed tasks", "/tasks/completed/"),
     ("Scheduled", "Scheduled tasks", "/schedules/"),
+    ("Statistics", "Task statistics", "/statistics/"),
+    ("Dead letters", "Dead letters", "/dead-letters/"),
 ]
 
 
@@ -133,7 +59,7 @@ def test_tabs_navigate_and_mark_the_current_one(page: Any, staff: Any) -> None:
     from playwright.sync_api import expect
 
     log_in(page)
-    expect(page).to_have_url(re.compile(r"/ops/carrot/tasks/queued/$"))
+    expect(page).to_have_url(re.compile(r"/ops/carrot/$"))
     for label, heading, path in TABS:
         tab = page.locator("#tabs a.tab", has_text=re.compile(rf"^\s*{re.escape(label)}\b"))
         expect(tab).to_have_count(1)

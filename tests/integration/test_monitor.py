@@ -25,6 +25,8 @@ ACTIONS = {
     "schedule_delete",
     "schedule_toggle",
     "schedule_run",
+    "dead_letter_redrive",
+    "dead_letter_delete",
 }
 
 
@@ -91,7 +93,13 @@ def all_urls(rows):
     (carrot,) = [
         p for p in resolver.url_patterns if isinstance(p, URLResolver) and p.namespace == "carrot"
     ]
-    values = {"pk": rows["failed"].uuid, "slug": "failed", "name": "default", "version": "1"}
+    values = {
+        "pk": rows["failed"].uuid,
+        "slug": "failed",
+        "name": "default",
+        "queue": "default",
+        "version": "1",
+    }
     for pattern in carrot.url_patterns:
         kwargs = {}
         for key in pattern.pattern.converters:
@@ -102,7 +110,7 @@ def all_urls(rows):
             else:
                 kwargs[key] = values[key]
         out.append((pattern.name, reverse(f"carrot:{pattern.name}", kwargs=kwargs)))
-    assert len(out) >= 16
+    assert len(out) >= 20
     return out
 
 

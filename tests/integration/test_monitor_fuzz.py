@@ -95,6 +95,7 @@ def urls():
         "slug": "failed",
         "pk": schedule.pk,
         "name": "default",
+        "queue": "default",
         "version": "0",
     }
     out = []
