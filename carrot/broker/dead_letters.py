@@ -108,7 +108,14 @@ def message_key(properties: Any, body: bytes) -> str:
     return hashlib.sha256(identity.encode("utf-8", "replace") + b"\0" + body).hexdigest()[:32]
 
 
-def _letter(queue: QueueConfig, method: Any, properties: Any, body: bytes, pos: int) -> DeadLetter:
+def _letter(
+    queue: QueueConfig, method: Any, properties: Any, body: bytes, pos: int, keep: int
+) -> DeadLetter:
+    """Return the message as a DeadLetter. A body longer than ``keep`` (over the size a
+    worker accepts, so it can never be re-driven) keeps only its first ``keep`` bytes: a
+    page of huge dead letters must not hold them all in memory."""
+    key = message_key(properties, body)
+    body = body[:keep]
     headers = properties.headers if isinstance(properties.headers, dict) else {}
     delivery = Delivery(
         tag=method.delivery_tag,
@@ -125,7 +132,7 @@ def _letter(queue: QueueConfig, method: Any, properties: Any, body: bytes, pos: 
         timestamp=properties.timestamp,
         defect=getattr(properties, "carrot_defect", None),
     )
-    return DeadLetter(message_key(properties, body), pos, delivery, _deaths(headers))
+    return DeadLetter(key, pos, delivery, _deaths(headers))
 
 
 def _connect(queue: QueueConfig, config: CarrotConfig, doing: str) -> Any:
@@ -180,7 +187,8 @@ def browse(
                     break
                 taken += 1
                 if taken > start:
-                    letters.append(_letter(queue, method, properties, body, taken))
+                    keep = config.max_message_bytes + 1
+                    letters.append(_letter(queue, method, properties, body, taken, keep))
             rest = _depth(connection, name) or 0
             channel.close()
             out.append(Browsed(queue, letters, start, taken + rest))
@@ -199,6 +207,7 @@ class Held:
     queue: QueueConfig
     channel: Any
     letters: list[DeadLetter] = field(default_factory=list)
+    keep: int = 0  # bytes of a body kept (see _letter)
     scanned: int = 0
     complete: bool = False  # the whole queue was looked at
 
@@ -233,7 +242,7 @@ def holding(
     try:
         try:
             channel = connection.channel()
-            held = Held(queue, channel)
+            held = Held(queue, channel, keep=config.max_message_bytes + 1)
             if _depth(connection, queue.dead_letter_queue) is None:
                 held.complete = True
             else:
@@ -253,7 +262,7 @@ def _scan(held: Held, wanted: Callable[[DeadLetter], bool], first: bool, scan: i
             held.complete = True
             return
         held.scanned += 1
-        letter = _letter(held.queue, method, properties, body, held.scanned)
+        letter = _letter(held.queue, method, properties, body, held.scanned, held.keep)
         if wanted(letter):
             held.letters.append(letter)
             if first:

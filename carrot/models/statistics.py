@@ -11,6 +11,7 @@ bucket. What finished after the mark is read from MessageLog directly (the tail)
 from __future__ import annotations
 
 import bisect
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from django.db.models import Count, Min
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
+from carrot.models.lifecycle import NOT_PUBLISHED_TYPE, PURGED_TYPE, REJECTED_TYPE
 from carrot.models.messagelog import MessageLog
 from carrot.models.rollups import RollupMark, TaskRollup
 
@@ -36,6 +38,7 @@ SPAN = timedelta(hours=1)  # at most this much history per transaction
 KEEP_MINUTES = timedelta(days=2)
 KEEP_HOURS = timedelta(days=35)
 MARK = "tasks"
+NOT_RUNS = (REJECTED_TYPE, PURGED_TYPE, NOT_PUBLISHED_TYPE)  # failed without running
 SUMS = (  # the columns of a TaskRollup that Summary.add_sums takes, in order
     "completed",
     "failed",
@@ -157,17 +160,26 @@ class Summary:
         }
 
 
+def runs(status: str) -> Any:
+    """The rows of ``status`` that are the end of a run: it started, and it was not failed
+    without running (a message rejected, purged or not published keeps the ``start_time``
+    of an earlier attempt that went back to the queue for a retry)."""
+    return MessageLog.objects.filter(status=status, start_time__isnull=False).exclude(
+        exception_type__in=NOT_RUNS
+    )
+
+
 def finished(since: datetime, until: datetime) -> Iterator[tuple[str, bool, float, Any, datetime]]:
     """Yield (task, completed?, runtime, uuid, ended) for runs that ended in [since, until)."""
     for ok, status, column in (
         (True, MessageLog.COMPLETED, "completion_time"),
         (False, MessageLog.FAILED, "failure_time"),
     ):
-        rows = MessageLog.objects.filter(
-            status=status,
-            start_time__isnull=False,  # rejected or never published: not a run
-            **{f"{column}__gte": since, f"{column}__lt": until},
-        ).values_list("task", "start_time", column, "uuid")
+        rows = (
+            runs(status)
+            .filter(**{f"{column}__gte": since, f"{column}__lt": until})
+            .values_list("task", "start_time", column, "uuid")
+        )
         for task, started, ended, uuid in rows.iterator(chunk_size=2000):
             yield task, ok, (ended - started).total_seconds(), uuid, ended
 
@@ -182,13 +194,16 @@ def _first_mark(target: datetime) -> datetime:
     return floor(max(start, target - KEEP_HOURS), TaskRollup.MINUTE)
 
 
-def roll_up(now: datetime | None = None) -> int:
+def roll_up(now: datetime | None = None, *, budget: float | None = None) -> int:
     """Sum what finished up to a few seconds ago into TaskRollup; return the runs summed.
 
     Safe to call from many processes at once: each span of history is claimed by moving
     the mark with a conditional UPDATE, in the transaction that writes its sums. The sums
     are read before that transaction, so it holds the database's write lock only briefly.
+    With a ``budget`` (seconds) it stops after the span that exceeds it; the next call (or
+    the readers' tail) goes on from there.
     """
+    deadline = time.monotonic() + budget if budget is not None else None
     now = now or timezone.now()
     target = floor(now - LAG, TaskRollup.MINUTE)
     mark = RollupMark.objects.filter(name=MARK).first()
@@ -206,6 +221,8 @@ def roll_up(now: datetime | None = None) -> int:
             _write(minutes, hours)
         total += count
         upto = end
+        if deadline is not None and time.monotonic() > deadline:
+            break
     if total:
         TaskRollup.objects.filter(period=TaskRollup.MINUTE, start__lt=now - KEEP_MINUTES).delete()
         TaskRollup.objects.filter(period=TaskRollup.HOUR, start__lt=now - KEEP_HOURS).delete()
@@ -270,8 +287,15 @@ def task_summaries(window: str, now: datetime | None = None) -> dict[str, Summar
     start = floor(now - span, period)
     mark = _mark() or start
     out: dict[str, Summary] = defaultdict(Summary)
-    rows = TaskRollup.objects.filter(period=period, start__gte=start, start__lt=mark)
-    for task, *sums in rows.values_list("task", *SUMS):
+    # Whole periods before the mark's own, then its minutes up to the mark: a roll-up that
+    # commits meanwhile adds to the mark's hour row, but never to these, and only inserts
+    # minutes after the mark, so nothing is counted both here and in the tail.
+    whole = floor(mark, period)
+    rows = TaskRollup.objects.filter(period=period, start__gte=start, start__lt=whole)
+    minutes = TaskRollup.objects.filter(
+        period=TaskRollup.MINUTE, start__gte=max(start, whole), start__lt=mark
+    )
+    for task, *sums in [*rows.values_list("task", *SUMS), *minutes.values_list("task", *SUMS)]:
         out[task].add_sums(*sums)
     for task, ok, seconds, uuid, ended in finished(max(mark, start), now + LAG):
         out[task].add(ok, seconds, uuid, ended)
@@ -298,9 +322,8 @@ def per_minute(minutes: int = 60, now: datetime | None = None) -> list[tuple[dat
         (1, MessageLog.FAILED, "failure_time"),
     ):
         tail = (
-            MessageLog.objects.filter(
-                status=status, start_time__isnull=False, **{f"{column}__gte": since}
-            )
+            runs(status)
+            .filter(**{f"{column}__gte": since})
             .annotate(minute=TruncMinute(column))
             .values("minute")
             .annotate(n=Count("id"))

@@ -4,6 +4,7 @@ from django.urls import path
 
 from carrot.monitor import (
     assets,
+    dead_letter_actions,
     dead_letters,
     overview,
     schedule_views,
@@ -20,12 +21,12 @@ urlpatterns = [
     path("dead-letters/", dead_letters.dead_letter_list, name="dead_letters"),
     path(
         "dead-letters/<str:queue>/redrive/",
-        dead_letters.dead_letter_redrive,
+        dead_letter_actions.dead_letter_redrive,
         name="dead_letter_redrive",
     ),
     path(
         "dead-letters/<str:queue>/delete/",
-        dead_letters.dead_letter_delete,
+        dead_letter_actions.dead_letter_delete,
         name="dead_letter_delete",
     ),
     path("tasks/<slug:slug>/", task_views.task_list, name="tasks"),

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 BEAT_EVERY = 5.0
 LEASE = WorkerHeartbeat.LEASE
 ROLL_UP_EVERY = 60.0  # sum finished tasks into the statistics (any worker may; once each)
+ROLL_UP_BUDGET = 20.0  # seconds per round: a long catch-up goes on at the next round
 
 
 def process_table() -> str:
@@ -120,9 +121,11 @@ class Heartbeat:
         while not self._stop.wait(ROLL_UP_EVERY):
             close_old_connections()
             try:
-                roll_up()
+                roll_up(budget=ROLL_UP_BUDGET)
             except DatabaseError as exc:  # the next round sums what this one could not
                 logger.warning("Could not sum the task statistics: %s", exc)
+            except Exception:  # statistics must never stop for good, nor stop the worker
+                logger.exception("Summing the task statistics failed; trying again later")
         connection.close()
 
     def start(self) -> None:
@@ -133,6 +136,8 @@ class Heartbeat:
         """Stop beating and remove the row (a clean exit is not a dead worker)."""
         self._stop.set()
         self._thread.join(BEAT_EVERY + 1)
+        # A round in progress may be left: its span commits whole or not at all.
+        self._statistics.join(1.0)
         try:
             WorkerHeartbeat.objects.filter(name=self.name).delete()
         except DatabaseError:

@@ -383,3 +383,34 @@ def test_a_broker_that_cannot_be_reached_is_shown_on_the_page(admin, broker, set
         response = admin.post(delete_url(), {"row": str(row.uuid), "confirmed": "yes"}, follow=True)
         assert "Nothing was deleted" in response.content.decode()
     assert MessageLog.objects.filter(pk=row.pk).exists()
+
+
+def test_deleting_a_message_takes_every_copy_of_it_with_its_row(admin, broker):
+    # The outbox published it twice (a lost confirm), and the gate rejected both copies.
+    row = MessageLog.objects.create(
+        task=ADD,
+        queue="default",
+        status="FAILED",
+        exception=rejected("its body is not JSON"),
+        exception_type=REJECTED_TYPE,
+        failure_time=timezone.now(),
+    )
+    for _ in range(2):
+        dead_letter(broker, body=b"{cut", message_id=str(row.uuid))
+    wait_until(lambda: broker.count("default.dlq") == 2, 5)
+    key = listed(admin)[str(row.uuid)]
+    admin.post(delete_url(), {"key": key, "confirmed": "yes"})
+    assert broker.count("default.dlq") == 0  # no copy is left behind without its row
+    assert not MessageLog.objects.filter(pk=row.pk).exists()
+
+
+def test_bodies_that_cannot_be_masked_are_described_not_shown(admin, broker):
+    from carrot.conf import get_config
+
+    too_big = b'{"args": [], "kwargs": {"password": "' + b"p" * get_config().max_message_bytes
+    dead_letter(broker, body=too_big)
+    dead_letter(broker, body=b'{"args": [], "kwargs": {"password": "two words", "x": 1')
+    page = admin.get(PAGE).content.decode()
+    assert "larger than max_message_bytes" in page
+    assert "mentions a secret-looking name: not shown" in page
+    assert "two words" not in page and "words" not in page and "ppppp" not in page

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from carrot.models import MessageLog, RollupMark, TaskRollup, WorkerHeartbeat
 from carrot.models import statistics as stats
+from carrot.models.lifecycle import NOT_PUBLISHED_TYPE, PURGED_TYPE, REJECTED_TYPE
 from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.django_db
@@ -43,29 +44,57 @@ def finished(task, ended, runtime=0.5, ok=True, **extra):
 
 
 def test_roll_up_sums_each_minute_once_and_keeps_hours_whole():
-    now = timezone.now()
-    hour_ago = now - timedelta(minutes=50)
+    now = timezone.now().replace(minute=55, second=0, microsecond=0) - timedelta(hours=1)
+    early = now - timedelta(minutes=50)  # 05 past the hour
     for i in range(5):
-        finished("a", hour_ago + timedelta(seconds=i), runtime=0.1)
-    finished("a", hour_ago, runtime=2.0, ok=False)
+        finished("a", early + timedelta(seconds=i), runtime=0.1)
+    finished("a", early, runtime=2.0, ok=False)
     finished("b", now - timedelta(minutes=3), runtime=0.02)
     # Never started (rejected by the gate): not a run.
-    MessageLog.objects.create(task="a", status=MessageLog.FAILED, failure_time=hour_ago)
+    MessageLog.objects.create(task="a", status=MessageLog.FAILED, failure_time=early)
 
     assert stats.roll_up(now) == 7
     assert stats.roll_up(now) == 0  # nothing new: nothing summed twice
     minutes = TaskRollup.objects.filter(period=TaskRollup.MINUTE)
     assert sum(r.completed for r in minutes) == 6 and sum(r.failed for r in minutes) == 1
-    hours = TaskRollup.objects.filter(period=TaskRollup.HOUR)
-    assert {r.task: (r.completed, r.failed) for r in hours if r.task == "a"} == {"a": (5, 1)}
 
-    # More of the same hour, summed later, is added to its hour row, not a second row.
-    finished("a", now + timedelta(seconds=1), runtime=0.3)  # after the mark
+    # A run later in the same hour, summed by a later roll-up, is added to the hour's row.
+    finished("a", now + timedelta(seconds=1), runtime=0.3)  # after the mark, at :55
     assert stats.roll_up(now + timedelta(minutes=2)) == 1
-    assert TaskRollup.objects.filter(period=TaskRollup.HOUR, task="a").count() <= 2
+    (hour,) = TaskRollup.objects.filter(period=TaskRollup.HOUR, task="a")
+    assert (hour.completed, hour.failed, hour.runtime_max) == (6, 1, 2.0)
     summed = stats.task_summaries("24h", now + timedelta(minutes=2))
     assert (summed["a"].completed, summed["a"].failed) == (6, 1)
     assert summed["a"].runtime_max == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("window", ["1h", "24h", "7d"])
+def test_a_roll_up_committing_while_a_page_reads_is_not_counted_twice(monkeypatch, window):
+    now = timezone.now().replace(minute=30, second=0, microsecond=0)
+    finished("a", now - timedelta(minutes=20))
+    stats.roll_up(now - timedelta(minutes=10))
+    finished("a", now - timedelta(minutes=5))  # after the mark: the tail, for now
+    real = stats._mark
+
+    def mark_then_roll_up():
+        seen = real()
+        stats.roll_up(now)  # a worker sums the tail into the hour's row meanwhile
+        return seen
+
+    monkeypatch.setattr(stats, "_mark", mark_then_roll_up)
+    assert stats.task_summaries(window, now)["a"].runs == 2
+
+
+def test_a_failure_without_a_run_is_not_a_run():
+    now = timezone.now()
+    # A retried attempt keeps its start_time; its redelivery is then rejected, or purged.
+    for exception_type in (REJECTED_TYPE, PURGED_TYPE, NOT_PUBLISHED_TYPE):
+        finished("a", now - timedelta(minutes=2), ok=False, exception_type=exception_type)
+    finished("a", now - timedelta(minutes=2), ok=False, exception_type="builtins.ValueError")
+    stats.roll_up(now)
+    s = stats.task_summaries("1h", now + timedelta(minutes=1))["a"]
+    assert (s.completed, s.failed) == (0, 1)
+    assert sum(f for _, _, f in stats.per_minute(60, now + timedelta(minutes=1))) == 1
 
 
 def test_a_span_another_process_summed_first_is_not_written_again(monkeypatch):
