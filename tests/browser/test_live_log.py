@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 LIVE = 20_000  # ms: a line reaches the page within an interval, a round and a poll
 
 
+@pytest.mark.slow  # ~12 s of waiting for flushes and polls; the integration tier covers it
 def test_a_running_tasks_log_grows_without_a_reload(
     page: Any, staff: Any, worker_factory: Any, tmp_path: Path
 ) -> None:
