@@ -16,10 +16,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import zip_longest
 from typing import Any
 
 from django.db import router, transaction
-from django.db.models import Count, Min
+from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
@@ -295,11 +296,46 @@ def task_summaries(window: str, now: datetime | None = None) -> dict[str, Summar
     minutes = TaskRollup.objects.filter(
         period=TaskRollup.MINUTE, start__gte=max(start, whole), start__lt=mark
     )
-    for task, *sums in [*rows.values_list("task", *SUMS), *minutes.values_list("task", *SUMS)]:
-        out[task].add_sums(*sums)
+    for periods in (rows, minutes):
+        _add_periods(out, periods)
     for task, ok, seconds, uuid, ended in finished(max(mark, start), now + LAG):
         out[task].add(ok, seconds, uuid, ended)
     return dict(out)
+
+
+def _add_periods(out: dict[str, Summary], periods: Any) -> None:
+    """Add the sums of many TaskRollup rows per task: the counts and runtimes summed by
+    the database, the histograms column by column, the latest failure looked up once."""
+    latest: dict[str, datetime] = {}
+    sums = periods.values("task").annotate(
+        completed_=Sum("completed"),
+        failed_=Sum("failed"),
+        total_=Sum("runtime_total"),
+        max_=Max("runtime_max"),
+        failure_=Max("last_failure_time"),
+    )
+    for row in sums:
+        summary = out[row["task"]]
+        summary.add_sums(
+            row["completed_"], row["failed_"], row["total_"], row["max_"], [], None, None
+        )
+        if row["failure_"] is not None:
+            latest[row["task"]] = row["failure_"]
+    histograms: dict[str, list[list[int]]] = defaultdict(list)
+    for task, histogram in periods.values_list("task", "histogram"):
+        histograms[task].append(histogram)
+    for task, lists in histograms.items():
+        mine = out[task].histogram
+        for i, total in enumerate(map(sum, zip_longest(*lists, fillvalue=0))):
+            if i < len(mine):
+                mine[i] += total
+    if latest:
+        which = Q()
+        for task, when in latest.items():
+            which |= Q(task=task, last_failure_time=when)
+        failures = periods.filter(which).values_list("task", "last_failure", "last_failure_time")
+        for task, uuid, when in failures:
+            out[task].add_sums(0, 0, 0.0, 0.0, [], uuid, when)
 
 
 def per_minute(minutes: int = 60, now: datetime | None = None) -> list[tuple[datetime, int, int]]:
