@@ -55,6 +55,28 @@ class Delivery:
     def task(self) -> str | None:
         return self.type
 
+    @classmethod
+    def received(
+        cls, method: Any, properties: Any, body: bytes, *, queue: str, generation: int
+    ) -> Delivery:
+        """Return what pika delivered (a consumer's message or a basic.get) as a Delivery."""
+        headers = properties.headers if isinstance(properties.headers, dict) else {}
+        return cls(
+            tag=method.delivery_tag,
+            generation=generation,
+            queue=queue,
+            redelivered=bool(method.redelivered),
+            body=body,
+            message_id=properties.message_id,
+            type=properties.type,
+            content_type=properties.content_type,
+            app_id=properties.app_id,
+            priority=properties.priority,
+            headers=dict(headers),
+            timestamp=properties.timestamp,
+            defect=getattr(properties, "carrot_defect", None),
+        )
+
 
 class ConsumerChannel:
     """One consumer connection on one queue; used only from its own I/O thread.
@@ -130,20 +152,8 @@ class ConsumerChannel:
         self._cancelled_by_broker = True
 
     def _on_message(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        delivery = Delivery(
-            tag=method.delivery_tag,
-            generation=self.generation,
-            queue=self.queue.name,
-            redelivered=bool(method.redelivered),
-            body=body,
-            message_id=properties.message_id,
-            type=properties.type,
-            content_type=properties.content_type,
-            app_id=properties.app_id,
-            priority=properties.priority,
-            headers=dict(properties.headers or {}),
-            timestamp=properties.timestamp,
-            defect=getattr(properties, "carrot_defect", None),
+        delivery = Delivery.received(
+            method, properties, body, queue=self.queue.name, generation=self.generation
         )
         self._unsettled.add(method.delivery_tag)
         self.on_delivery(delivery)

@@ -115,24 +115,9 @@ def _letter(
     worker accepts, so it can never be re-driven) keeps only its first ``keep`` bytes: a
     page of huge dead letters must not hold them all in memory."""
     key = message_key(properties, body)
-    body = body[:keep]
-    headers = properties.headers if isinstance(properties.headers, dict) else {}
-    delivery = Delivery(
-        tag=method.delivery_tag,
-        generation=0,
-        queue=queue.name,  # the work queue it came from and would go back to
-        redelivered=bool(method.redelivered),
-        body=body,
-        message_id=properties.message_id,
-        type=properties.type,
-        content_type=properties.content_type,
-        app_id=properties.app_id,
-        priority=properties.priority,
-        headers=dict(headers),
-        timestamp=properties.timestamp,
-        defect=getattr(properties, "carrot_defect", None),
-    )
-    return DeadLetter(key, pos, delivery, _deaths(headers))
+    # The work queue it came from and would go back to; not a consumer's delivery.
+    delivery = Delivery.received(method, properties, body[:keep], queue=queue.name, generation=0)
+    return DeadLetter(key, pos, delivery, _deaths(delivery.headers))
 
 
 def _connect(queue: QueueConfig, config: CarrotConfig, doing: str) -> Any:
