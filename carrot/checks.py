@@ -14,6 +14,7 @@ from django.utils.module_loading import import_string
 from carrot.backends import compat
 from carrot.conf import get_problems, parse
 from carrot.models import MessageLog
+from carrot.observability import metrics
 from carrot.worker.consumer import QueueConsumer
 
 
@@ -147,5 +148,22 @@ def sqlite_warnings(alias: str, database: dict[str, Any]) -> list[checks.CheckMe
             hint=f"Set DATABASES[{alias!r}]['OPTIONS'] = {SQLITE_OPTIONS!r} (Django 5.1+). "
             "If the database file is put in WAL mode another way, silence carrot.W012.",
             id="carrot.W012",
+        )
+    ]
+
+
+@checks.register("carrot")
+def check_metrics(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Return carrot.W013 when metrics are configured and prometheus-client is missing."""
+    config, _ = parse(getattr(settings, "CARROT", None))
+    wanted = config.metrics.port is not None or config.metrics.token is not None
+    if not wanted or metrics.available():
+        return []
+    return [
+        checks.Warning(
+            "CARROT['metrics'] is set, but the prometheus-client package is not installed: "
+            "workers started with a metrics port exit, and the monitor's /metrics answers 501.",
+            hint=metrics.INSTALL_HINT,
+            id="carrot.W013",
         )
     ]

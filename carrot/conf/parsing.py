@@ -16,6 +16,7 @@ from carrot.conf.types import (
     DEFAULT_BROKER_URL,
     BrokerConfig,
     CarrotConfig,
+    MetricsConfig,
     Problem,
     SchedulerConfig,
 )
@@ -36,7 +37,10 @@ KNOWN_KEYS = {
     "task_log_max_records",
     "completed_retention",
     "scheduler",
+    "metrics",
+    "tracing",
 }
+METRICS_KEYS = {"port", "address", "token"}
 SCHEDULER_KEYS = {"enabled", "max_sleep", "cleanup_batch_size"}
 LOG_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
@@ -147,6 +151,52 @@ def _parse_scheduler(raw: dict[str, Any], problems: list[Problem]) -> SchedulerC
     )
 
 
+def _parse_metrics(raw: dict[str, Any], problems: list[Problem]) -> MetricsConfig:
+    section = raw.get("metrics", {})
+    if not isinstance(section, dict):
+        problems.append(
+            Problem(
+                "carrot.E012",
+                f"CARROT['metrics'] is misconfigured: expected a dict, got {section!r}.",
+                hint="e.g. {'port': 9191, 'address': '0.0.0.0', 'token': '...'}",
+            )
+        )
+        return MetricsConfig()
+    unknown_keys(section, METRICS_KEYS, "CARROT['metrics']", problems, close=False)
+    port = section.get("port")
+    if port is not None and not (is_int(port) and 1 <= port <= 65535):
+        problems.append(
+            Problem(
+                "carrot.E012",
+                f"CARROT['metrics']['port'] is misconfigured: expected a port number "
+                f"(1-65535) or None, got {port!r}.",
+            )
+        )
+        port = None
+    address = section.get("address", "127.0.0.1")
+    if not isinstance(address, str) or not address:
+        problems.append(
+            Problem(
+                "carrot.E012",
+                f"CARROT['metrics']['address'] is misconfigured: expected an address to "
+                f"listen on, such as '0.0.0.0', got {address!r}.",
+            )
+        )
+        address = "127.0.0.1"
+    token = section.get("token")
+    if token is not None and (not isinstance(token, str) or len(token) < 16):
+        problems.append(
+            Problem(
+                "carrot.E012",
+                "CARROT['metrics']['token'] is misconfigured: expected a string of at least "
+                "16 characters (it lets a scraper read the monitor's metrics without a login).",
+                hint="Make one: python -c 'import secrets; print(secrets.token_urlsafe())'",
+            )
+        )
+        token = None
+    return MetricsConfig(port=port, address=address, token=token)
+
+
 def _parse_default_broker(raw: dict[str, Any], problems: list[Problem]) -> BrokerConfig:
     try:
         return parse_broker(raw.get("default_broker", DEFAULT_BROKER_URL))
@@ -190,5 +240,7 @@ def parse(raw: Any) -> tuple[CarrotConfig, list[Problem]]:
         task_log_max_records=int(top("task_log_max_records", 1000, 0)),
         completed_retention=_parse_retention(raw, problems),
         scheduler=_parse_scheduler(raw, problems),
+        metrics=_parse_metrics(raw, problems),
+        tracing=bool(raw.get("tracing", True)),
     )
     return config, problems

@@ -66,6 +66,15 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics (``CARROT['metrics']``); see carrot.observability."""
+
+    port: int | None = None  # the worker serves /metrics here; None: it does not
+    address: str = "127.0.0.1"
+    token: str | None = field(default=None, repr=False)  # the monitor's /metrics, without login
+
+
+@dataclass(frozen=True)
 class CarrotConfig:
     """The parsed CARROT setting."""
 
@@ -84,6 +93,8 @@ class CarrotConfig:
     task_log_max_records: int = 1000
     completed_retention: timedelta | None = timedelta(days=3)
     scheduler: SchedulerConfig = SchedulerConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: bool = True  # OpenTelemetry spans, when opentelemetry-api is installed
 
     @property
     def queue_names(self) -> tuple[str, ...]:
