@@ -60,6 +60,7 @@ class Outgoing:
     ref: Any = None
     sink: Sink | None = None
     receipt: Receipt | None = None
+    sent: float = 0.0  # time.monotonic() when the relay published it (confirm latency)
     route: Route = field(init=False)
 
     def __post_init__(self) -> None:

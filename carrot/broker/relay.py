@@ -33,6 +33,7 @@ from carrot.broker.targets import Targets
 from carrot.broker.topology import Route, queue_declarations
 from carrot.conf import BrokerConfig, CarrotConfig
 from carrot.exceptions import BrokerUnavailable, PublishError
+from carrot.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class Relay:
         self.targets = Targets(broker)
         # Owned by the I/O thread:
         self._reached_ready = False
+        self._connected_before = False  # a later connection is a reconnect (metrics)
+        self._label = f"{broker.host}:{broker.port}"  # the metrics' broker label
         self._unconfirmed: dict[int, Outgoing] = {}
         self._returned: set[str] = set()
         self._probe = 0  # messages still to publish one at a time (see the docstring)
@@ -123,6 +126,8 @@ class Relay:
         self.start()
         with self._lock:
             self._pending.extend(items)
+            if metrics.enabled():
+                metrics.relay_state(self._label, len(self._pending) + len(self._unconfirmed))
             # One wake-up per burst: while a flush is scheduled, it will see these too.
             if self._flush_scheduled:
                 return
@@ -267,6 +272,9 @@ class Relay:
         self.targets.prime(self._channel, startup, then=self._become_ready)
 
     def _become_ready(self) -> None:
+        if self._connected_before:
+            metrics.reconnected("publisher")
+        self._connected_before = True
         self._reached_ready = True
         self._last_attempt = time.monotonic()
         self._attempts_done += 1
@@ -326,6 +334,7 @@ class Relay:
             self._tag += 1
             self._unconfirmed[self._tag] = item
             route = item.route
+            item.sent = time.monotonic()
             channel.basic_publish(
                 route.exchange, route.routing_key, item.body, properties(item), mandatory=True
             )
@@ -371,8 +380,13 @@ class Relay:
                     (item, f"RabbitMQ refused the message for {item.task} (negative confirm)")
                 )
         self._settle(confirmed, refused)
+        if metrics.enabled():
+            now = time.monotonic()
+            metrics.confirmed(now - item.sent for item in confirmed)
         if self._probe or not self._unconfirmed:
             self._flush()
+        if metrics.enabled():
+            metrics.relay_state(self._label, len(self._pending) + len(self._unconfirmed))
 
     def _settle(self, confirmed: list[Outgoing], refused: list[tuple[Outgoing, str]]) -> None:
         """Tell receipts and sinks what became of messages (on the I/O thread)."""

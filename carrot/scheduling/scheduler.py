@@ -21,6 +21,7 @@ from carrot.exceptions import CarrotError
 from carrot.models import MessageLog, ScheduledTask
 from carrot.models.handover import hand_over, outgoing
 from carrot.models.outbox import insert_with_entries
+from carrot.observability import metrics, tracing
 from carrot.publishing.calls import prepare
 from carrot.registry import registry
 from carrot.scheduling.cadence import Cadence, due_ticks, next_run
@@ -93,6 +94,10 @@ class Scheduler:
                 claimed, log = self.publish_tick(row, expected, following, tick)
                 if not claimed:
                     break  # another scheduler claimed it; it will be re-read next round
+                if index == 0 and due.skipped:
+                    # Counted by the scheduler whose claim moved past them (once); more
+                    # than a week of missed ticks is not counted, and counts as one.
+                    metrics.ticks(skipped=max(due.skipped, 1))
                 if log is not None:
                     published.append(log)
                 expected = following
@@ -122,17 +127,20 @@ class Scheduler:
             if not self.claim(row.pk, expected, following):
                 return False, None
             self._warn_once(row.pk, *problem)
+            metrics.ticks(skipped=1)
             return True, None
         using = router.db_for_write(MessageLog)
-        with transaction.atomic(using=using):
-            if not self.claim(row.pk, expected, following):
-                return False, None
-            written = insert_with_entries([prepared.log], using)
-            ScheduledTask.objects.filter(pk=row.pk).update(
-                last_run_at=tick, last_message=prepared.log
-            )
-        # Not fail-fast: with the broker down the tick waits in the outbox and the relay.
-        hand_over([outgoing(prepared.log, written, body=prepared.body, queue=prepared.queue)])
+        with tracing.publishing([prepared.log], trigger="schedule"):
+            with transaction.atomic(using=using):
+                if not self.claim(row.pk, expected, following):
+                    return False, None
+                written = insert_with_entries([prepared.log], using)
+                ScheduledTask.objects.filter(pk=row.pk).update(
+                    last_run_at=tick, last_message=prepared.log
+                )
+            # Not fail-fast: with the broker down the tick waits in the outbox and the relay.
+            hand_over([outgoing(prepared.log, written, body=prepared.body, queue=prepared.queue)])
+        metrics.ticks(published=1)
         logger.info(
             "Published %s for schedule %r (tick %s)", row.task, row.task_name, tick.isoformat()
         )

@@ -40,6 +40,11 @@ class OutcomeKind(enum.Enum):
     RETRYING = "retrying"
 
     @property
+    def outcome(self) -> str:
+        """The outcome's name in metrics and traces."""
+        return "retried" if self is OutcomeKind.RETRYING else self.value
+
+    @property
     def transition(self) -> Transition:
         return {"completed": COMPLETE, "failed": FAIL, "retrying": RETRY}[self.value]
 

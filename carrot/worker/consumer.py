@@ -19,6 +19,7 @@ from carrot.broker.consuming import ConsumerChannel, Delivery
 from carrot.conf import BrokerConfig, CarrotConfig, QueueConfig, get_config
 from carrot.exceptions import BrokerUnavailable, QueueMismatch
 from carrot.models import MessageLog
+from carrot.observability import metrics
 from carrot.worker.heartbeats import worker_name
 from carrot.worker.intake import Intake
 from carrot.worker.livelog import LiveLog
@@ -177,6 +178,7 @@ class QueueConsumer:
     def _io_loop(self) -> None:
         assert self.channel is not None
         backoff = 0.5
+        opened = False
         while not self._stop.is_set():
             try:
                 self.channel.open()
@@ -186,6 +188,9 @@ class QueueConsumer:
                     self.queue.broker.display_url,
                     self.concurrency,
                 )
+                if opened:
+                    metrics.reconnected("consumer")
+                opened = True
                 backoff = 0.5
                 while not self._stop.is_set():
                     self.channel.process(0.5)

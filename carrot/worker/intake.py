@@ -34,14 +34,15 @@ from carrot.conf import CarrotConfig, QueueConfig
 from carrot.exceptions import CarrotError
 from carrot.models import MessageLog
 from carrot.models.handover import hand_over, outgoing
+from carrot.observability import metrics, tracing
+from carrot.registry import registry
 from carrot.worker import gate
-from carrot.worker.attempts import Claim, OutcomeKind, Record, log_outcome, record_for
-from carrot.worker.pool import TaskPool, Work
+from carrot.worker.attempts import Claim, OutcomeKind, Record, record_for
+from carrot.worker.pool import TaskPool, Work, drain
 from carrot.worker.prefetch import PrefetchControl
 from carrot.worker.recorder import Recorder, Written
+from carrot.worker.reporting import report
 from carrot.worker.runner import Outcome
-
-BATCH = 500
 
 
 class ConsumerHooks(Protocol):
@@ -158,6 +159,7 @@ class Intake:
             self._return_held()
         finally:
             self._flush_settlements()
+        metrics.queue_state(self.queue.name, running=self._busy, prefetched=len(self._backlog))
 
     def _return_held(self) -> None:
         """Settle what the failed step still held: its deliveries go back to the queue
@@ -184,8 +186,8 @@ class Intake:
                 self._inflight -= len(batch)
 
     def _step(self) -> None:
-        finished = _drain(self.pool.finished)
-        for delivery in _drain(self._incoming):
+        finished = drain(self.pool.finished)
+        for delivery in drain(self._incoming):
             if delivery.generation != self.channel.generation:
                 # From a connection that broke: its tag is void and the broker redelivers.
                 self._settle(delivery, Settle.ACK)
@@ -217,6 +219,7 @@ class Intake:
                 len(admitted),
             )
             for work, _ in finished:
+                tracing.end_run(work.span, "requeued")
                 self._finish(work, Settle.REQUEUE)
             for a in admitted:
                 self._settle(a.delivery, Settle.REQUEUE)
@@ -243,6 +246,8 @@ class Intake:
             delivery.queue,
             reason,
         )
+        task = delivery.type if delivery.type and delivery.type in registry else None
+        metrics.task_finished(task or metrics.UNREGISTERED, self.queue.name, "rejected", None)
         try:
             self.recorder.reject(delivery, reason)
         except Exception:
@@ -300,6 +305,8 @@ class Intake:
                     self._settle(delivery, Settle.REQUEUE)
                     continue
             if not claim.run:
+                if claim.gave_up:
+                    metrics.task_finished(task.name, self.queue.name, "failed", None)
                 if claim.gave_up and task.on_outcome is not None and claim.log_id is not None:
                     self._observe(task.on_outcome, claim.log_id, a.message_id, False, None)
                 if claim.wait:
@@ -329,9 +336,7 @@ class Intake:
         if written.retried and written.entries is not None:
             self._hand_over_retries(written.retried, written.entries)
         for (work, outcome), record in zip(finished, records, strict=True):
-            log_outcome(
-                self.logger, work.message_id, work.delivery.queue, work.task, outcome, record
-            )
+            report(self.logger, work, outcome, record)
             if record.kind is OutcomeKind.FAILED:
                 self._call_back(record.row_id, work, outcome)
             if work.task.on_outcome is not None and record.kind is not OutcomeKind.RETRYING:
@@ -384,13 +389,3 @@ class Intake:
         copy = gate.delayed_copy(delivery, seconds, self.queue, self)
         relays.get(self.queue.broker, self.config).submit([copy])
         self._release(delivery)  # the relay's confirm settles it
-
-
-def _drain(source: queuelib.SimpleQueue[Any], limit: int = BATCH) -> list[Any]:
-    out: list[Any] = []
-    while len(out) < limit:
-        try:
-            out.append(source.get_nowait())
-        except queuelib.Empty:
-            break
-    return out

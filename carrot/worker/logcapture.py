@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from carrot.observability import tracing
+
 CAPTURED_LOGGER = "carrot"
 _formatter = logging.Formatter()
 
@@ -41,15 +43,15 @@ class LogBuffer:
         message = record.getMessage()
         if record.exc_info:
             message = f"{message}\n{_formatter.formatException(record.exc_info)}"
-        self.records.append(
-            {
-                "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
-                "level": record.levelname,
-                "levelno": record.levelno,
-                "logger": record.name,
-                "message": message,
-            }
-        )
+        entry = {
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
+            "level": record.levelname,
+            "levelno": record.levelno,
+            "logger": record.name,
+            "message": message,
+        }
+        entry.update(tracing.log_ids(record))  # with tracing on: trace_id, span_id
+        self.records.append(entry)
 
     def emitted(self) -> int:
         """Return how many records reached the buffer so far, kept or dropped."""

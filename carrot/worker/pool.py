@@ -22,6 +22,7 @@ from carrot.broker.consuming import Delivery
 from carrot.current import CurrentCall, running
 from carrot.exceptions import TimeLimitExceeded
 from carrot.models.lifecycle import error_type
+from carrot.observability import metrics, tracing
 from carrot.tasks import Task
 from carrot.worker.attempts import Claim
 from carrot.worker.livelog import LiveLog
@@ -46,6 +47,7 @@ class Work:
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: bool = False  # its outcome was handed back (by its thread or by the watch)
     buffer: LogBuffer | None = None  # its log so far, once its thread runs it
+    span: Any = None  # its OpenTelemetry span while it runs; the intake ends it
 
     @property
     def message_id(self) -> str:
@@ -119,15 +121,18 @@ class TaskPool:
             work.started = time.monotonic()
             with self._lock:
                 self._running[work.message_id] = work
-            call = CurrentCall(
-                work.message_id,
-                work.claim.log_id,
-                work.claim.attempt,
-                work.task.name,
-                work.delivery.queue,
+            task, queue = work.task.name, work.delivery.queue
+            call = CurrentCall(work.message_id, work.claim.log_id, work.claim.attempt, task, queue)
+            metrics.task_started(task, queue)
+            work.span = tracing.start_run(
+                work.delivery.headers,
+                queue=queue,
+                message_id=work.message_id,
+                task=task,
+                attempt=work.claim.attempt,
             )
             try:
-                with running(call):
+                with running(call), tracing.current(work.span):
                     outcome = run_task(
                         work.task,
                         work.args,
@@ -201,3 +206,14 @@ class TaskPool:
             self.finished.put((work, outcome))
             self.on_finished()
             self._start_thread()
+
+
+def drain(source: queuelib.SimpleQueue[Any], limit: int = 500) -> list[Any]:
+    """Take up to ``limit`` items from ``source`` without waiting."""
+    out: list[Any] = []
+    while len(out) < limit:
+        try:
+            out.append(source.get_nowait())
+        except queuelib.Empty:
+            break
+    return out

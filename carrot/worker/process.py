@@ -18,6 +18,8 @@ from carrot.broker.connection import check_connection
 from carrot.conf import QueueConfig, get_config
 from carrot.exceptions import BrokerError
 from carrot.models.handover import flush as flush_outbox
+from carrot.observability import tracing
+from carrot.observability.exposition import CHILD_ENV, start_worker
 from carrot.publishing.sweeper import sweep_outbox
 from carrot.scheduling.scheduler import Scheduler
 from carrot.worker.consumer import QueueConsumer
@@ -58,6 +60,7 @@ class Worker:
         scheduler: bool = True,
         consume: bool = True,
         logger: logging.Logger | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         self.config = get_config()
         self.logger = logger or logging.getLogger(__name__)
@@ -77,6 +80,7 @@ class Worker:
         self.live_log: LiveLog | None = None
         self._stop = threading.Event()
         self._signals = 0
+        self.metrics_port = metrics_port if metrics_port is not None else self.config.metrics.port
 
     def _consumer(self, queue: QueueConfig) -> QueueConsumer:
         # consumer_class comes from settings (trusted), never from a message.
@@ -135,12 +139,21 @@ class Worker:
             )
             self._scheduler_thread.start()
 
+    def observe(self) -> None:
+        """Record metrics (and serve them, unless a supervisor does), and put trace ids on
+        log records, as configured."""
+        address = self.config.metrics.address
+        if start_worker(self.metrics_port, address) and not os.environ.get(CHILD_ENV):
+            self.logger.info("Serving metrics on http://%s:%d/metrics", address, self.metrics_port)
+        tracing.install_log_correlation()
+
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> int:
         """Start, wait for a stop signal, stop gracefully; return the exit code."""
         self.check_broker()
+        self.observe()
         self.start()
         exit_code = 0
         while not self._stop.wait(0.5):

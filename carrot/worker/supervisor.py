@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from carrot.observability.exposition import SummedMetrics
 from carrot.worker.processes import child_environment, manage_command
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,13 @@ class _Slot:
 
 class Supervisor:
     def __init__(
-        self, processes: int, worker_args: list[str], *, scheduler: bool, shutdown_timeout: float
+        self,
+        processes: int,
+        worker_args: list[str],
+        *,
+        scheduler: bool,
+        shutdown_timeout: float,
+        metrics: SummedMetrics | None = None,
     ) -> None:
         self.slots = []
         for index in range(processes):
@@ -45,13 +52,15 @@ class Supervisor:
                 args.append("--no-scheduler")
             self.slots.append(_Slot(index, args))
         self.shutdown_timeout = shutdown_timeout
+        self.metrics = metrics  # serves the sum of the workers' metrics
         self.stopping = False
         self.signals = 0
 
     def _spawn(self, slot: _Slot) -> None:
         command = manage_command("carrot", *slot.args)
+        extra = self.metrics.child_environment() if self.metrics is not None else {}
         slot.proc = subprocess.Popen(  # noqa: S603  (our own command line)
-            command, env=child_environment(CARROT_WORKER_INDEX=str(slot.index))
+            command, env=child_environment(CARROT_WORKER_INDEX=str(slot.index), **extra)
         )
         slot.started = time.monotonic()
         logger.info("Started worker %d (pid %d)", slot.index + 1, slot.proc.pid)
@@ -77,6 +86,20 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            if self.metrics is not None:
+                self.metrics.serve()
+                logger.info(
+                    "Serving the workers' metrics on http://%s:%d/metrics",
+                    self.metrics.address,
+                    self.metrics.port,
+                )
+            return self._supervise()
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()  # its directory of the workers' files
+
+    def _supervise(self) -> int:
         for slot in self.slots:
             self._spawn(slot)
         while not self.stopping:
@@ -89,6 +112,8 @@ class Supervisor:
                 code = slot.proc.poll()
                 if code is None or self.stopping:
                     continue
+                if self.metrics is not None:
+                    self.metrics.child_exited(slot.proc.pid)
                 lived = now - slot.started
                 slot.backoff = (
                     0.0

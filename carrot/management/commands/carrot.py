@@ -12,6 +12,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from carrot.conf import get_config
 from carrot.exceptions import BrokerError, CarrotConfigError
+from carrot.observability import tracing
+from carrot.observability.exposition import SummedMetrics
 from carrot.worker.process import Worker
 from carrot.worker.supervisor import Supervisor
 
@@ -32,6 +34,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         data.update(getattr(record, "carrot", None) or {})
+        data.update(tracing.log_ids(record))
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return json.dumps(data, default=str)
@@ -81,6 +84,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--log-format", choices=("text", "json"), default="text", help="default: text"
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            help="serve Prometheus metrics on this port (default: CARROT['metrics']['port']); "
+            "with --processes, the supervisor serves the sum of its workers",
+        )
         parser.add_argument("--testmode", action="store_true", help="accepted for compatibility")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -89,6 +98,9 @@ class Command(BaseCommand):
             raise CommandError("--scheduler-only and --no-scheduler exclude each other.")
         if options["processes"] < 1:
             raise CommandError("--processes must be 1 or more.")
+        port = options["metrics_port"]
+        if port is not None and not 1 <= port <= 65535:
+            raise CommandError(f"--metrics-port must be a port number (1-65535), got {port}.")
         if options["processes"] > 1:
             sys.exit(self._supervise(options))
         queues = [q.strip() for q in (options["queues"] or "").split(",") if q.strip()]
@@ -97,6 +109,7 @@ class Command(BaseCommand):
                 queues=queues or None,
                 scheduler=not options["no_scheduler"],
                 consume=not options["scheduler_only"],
+                metrics_port=port,
             )
             worker.install_signal_handlers()
             exit_code = worker.run()
@@ -114,12 +127,19 @@ class Command(BaseCommand):
         if options["queues"]:
             worker_args += ["--queues", options["queues"]]
         try:
-            shutdown_timeout = get_config().shutdown_timeout
+            config = get_config()
+            port = options["metrics_port"] or config.metrics.port
+            summed = SummedMetrics(port, config.metrics.address) if port else None
         except CarrotConfigError as exc:
             raise CommandError(str(exc)) from None
-        return Supervisor(
+        supervisor = Supervisor(
             options["processes"],
             worker_args,
             scheduler=not options["no_scheduler"],
-            shutdown_timeout=shutdown_timeout,
-        ).run()
+            shutdown_timeout=config.shutdown_timeout,
+            metrics=summed,
+        )
+        try:
+            return supervisor.run()
+        except CarrotConfigError as exc:
+            raise CommandError(str(exc)) from None
