@@ -73,10 +73,12 @@ def outgoing(
     """
     if queue is None or body is None:
         queue, body = publishable(log)
-    delay, headers = None, None
+    delay = None
+    # The trace context of its publish (carrot.observability.tracing), on every copy.
+    headers: dict[str, Any] | None = dict(log.trace_context) if log.trace_context else None
     if log.eta is not None:
         delay = (log.eta - timezone.now()).total_seconds()
-        headers = {ETA_HEADER: int(log.eta.timestamp() * 1000)}
+        headers = {**(headers or {}), ETA_HEADER: int(log.eta.timestamp() * 1000)}
     return Outgoing(
         message_id=str(log.uuid),
         task=log.task,

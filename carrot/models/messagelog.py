@@ -16,6 +16,7 @@ from carrot.models import lifecycle
 from carrot.models.handover import hand_over_after_commit, outgoing, publishable
 from carrot.models.outbox import add_entries
 from carrot.models.querysets import MessageLogQuerySet
+from carrot.observability import tracing
 from carrot.registry import registry
 
 
@@ -113,6 +114,12 @@ class MessageLog(CallArguments, models.Model):
         editable=False,
         help_text="the arguments as the monitor searches them, with secrets masked",
     )
+    trace_context = models.JSONField(
+        default=dict,
+        blank=True,
+        editable=False,
+        help_text="the W3C trace context of its publish (OpenTelemetry), sent in its headers",
+    )
 
     objects = MessageLogQuerySet.as_manager()
 
@@ -153,6 +160,12 @@ class MessageLog(CallArguments, models.Model):
         if self.start_time and self.finish_time:
             return self.finish_time - self.start_time
         return None
+
+    @property
+    def trace_id(self) -> str:
+        """Return the OpenTelemetry trace id of its publish, or "" (see ``trace_context``)."""
+        parts = str((self.trace_context or {}).get("traceparent", "")).split("-")
+        return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
 
     def task_result(self, alias: str | None = None) -> Any:
         """Return this task as Django's ``TaskResult``, so code can move between
@@ -204,14 +217,17 @@ class MessageLog(CallArguments, models.Model):
             raise NotRequeueable(f"Cannot requeue {self.uuid}: {exc}") from None
         using = router.db_for_write(MessageLog)
         rows = MessageLog.objects.using(using).filter(pk=self.pk)
-        with transaction.atomic(using=using):
-            if not rows.apply(lifecycle.REQUEUE):
-                current = rows.values_list("status", flat=True).first() or "deleted"
-                raise NotRequeueable(
-                    f"Only failed tasks can be requeued; {self.uuid} is {current}."
-                )
-            written = add_entries([self.pk], using)
-        self.refresh_from_db(using=using)
-        wait = get_config().publish_timeout
-        hand_over_after_commit([outgoing(self, written)], using, fail_fast=True, wait=wait)
+        with tracing.publishing([self], trigger="requeue"):
+            with transaction.atomic(using=using):
+                if not rows.apply(lifecycle.REQUEUE):
+                    current = rows.values_list("status", flat=True).first() or "deleted"
+                    raise NotRequeueable(
+                        f"Only failed tasks can be requeued; {self.uuid} is {current}."
+                    )
+                if self.trace_context:  # this publish's, set by the span
+                    rows.update(trace_context=self.trace_context)
+                written = add_entries([self.pk], using)
+            self.refresh_from_db(using=using)
+            wait = get_config().publish_timeout
+            hand_over_after_commit([outgoing(self, written)], using, fail_fast=True, wait=wait)
         return self
