@@ -6,6 +6,7 @@ from carrot.monitor import (
     assets,
     dead_letter_actions,
     dead_letters,
+    metrics,
     overview,
     schedule_views,
     statistics,
@@ -18,6 +19,7 @@ app_name = "carrot"
 urlpatterns = [
     path("", overview.overview, name="index"),
     path("statistics/", statistics.task_statistics, name="statistics"),
+    path("metrics", metrics.queue_metrics, name="metrics"),
     path("dead-letters/", dead_letters.dead_letter_list, name="dead_letters"),
     path(
         "dead-letters/<str:queue>/redrive/",
