@@ -31,6 +31,7 @@ LAYERS = {
     "carrot.masking": 2,
     "carrot.current": 2,
     "carrot.backends.compat": 2,
+    "carrot.observability": 2,
     "carrot.broker": 3,
     "carrot.tasks": 4,
     "carrot.models": 5,
@@ -210,6 +211,40 @@ def test_every_lazy_import_says_why():
     )
 
 
+EXTRAS = ("prometheus_client", "opentelemetry")
+EXTRAS_ROOMS = ("carrot.observability", "carrot.monitor.metrics")
+
+
+def extra_imports(root: Path = PACKAGE) -> list[tuple[str, int, bool]]:
+    """Return (module, line, written inside a function) for each import of an extra."""
+    out = []
+    for source, path in modules(root).items():
+        tree = ast.parse(path.read_text())
+        functions = [
+            n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+        ]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] in EXTRAS for name in names):
+                lazy = any(f.lineno < node.lineno <= (f.end_lineno or 0) for f in functions)
+                out.append((source, node.lineno, lazy))
+    return out
+
+
+def test_the_extras_are_imported_only_by_observability_and_only_when_used():
+    found = extra_imports()
+    assert found, "the check found no imports of the extras at all"
+    outside = [f"{m}:{line}" for m, line, _ in found if not m.startswith(EXTRAS_ROOMS)]
+    assert not outside, f"prometheus_client/opentelemetry imported outside their rooms: {outside}"
+    eager = [f"{m}:{line}" for m, line, lazy in found if not lazy]
+    assert not eager, f"imported at module level (a project without the extras breaks): {eager}"
+
+
 def test_no_module_is_over_the_size_limit():
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules().items()}
     large = {name: n for name, n in sizes.items() if n > LARGEST_MODULE}
@@ -261,3 +296,17 @@ def test_type_checking_imports_and_explained_lazy_imports(toy):
         ("carrot.b", True, "the models are not loaded yet")
     ]
     assert cycles(carrot_edges(found)) == [["carrot.a", "carrot.b"]]
+
+
+def test_the_extras_check_sees_eager_and_stray_imports(toy):
+    (toy / "observability").mkdir()
+    (toy / "observability" / "__init__.py").write_text("")
+    (toy / "observability" / "metrics.py").write_text(
+        "import prometheus_client\ndef f():\n    from opentelemetry import trace\n"
+    )
+    (toy / "worker.py").write_text("def g():\n    import opentelemetry.trace\n")
+    assert sorted(extra_imports(toy)) == [
+        ("carrot.observability.metrics", 1, False),
+        ("carrot.observability.metrics", 3, True),
+        ("carrot.worker", 2, True),
+    ]
