@@ -349,11 +349,23 @@ def carrot_enqueue_many(n: int) -> tuple[float, float]:
 
 
 class Worker:
-    def __init__(self, threads: int = 2, processes: int = 1) -> None:
-        env = dict(os.environ, CARROT_BENCH_THREADS=str(threads), PYTHONPATH=str(ROOT))
-        args = ["--no-scheduler", "--loglevel", "WARNING"]
+    def __init__(
+        self,
+        threads: int = 2,
+        processes: int = 1,
+        *,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = {
+            **os.environ,
+            "CARROT_BENCH_THREADS": str(threads),
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        }
+        args = ("--no-scheduler", "--loglevel", "WARNING", *args)
         if processes > 1:
-            args += ["--processes", str(processes)]
+            args += ("--processes", str(processes))
         # The worker's log goes to a file: an unread pipe would fill up and block it.
         self.log_path = Path(
             os.environ.get("CARROT_BENCH_WORKER_LOG", "/tmp/carrot-bench-worker.log")
@@ -382,6 +394,18 @@ class Worker:
                 continue
         return total / 1024
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the worker's processes used so far."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
     def stop(self) -> None:
         import signal
 
@@ -403,9 +427,10 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
 
 
 def carrot_drain(
-    n: int, *, processes: int = 1, prefetch: int | None = None
-) -> tuple[float, float, float]:
-    """Return (tasks/s, RSS after 1k, RSS after n) for a worker draining n queued tasks."""
+    n: int, *, processes: int = 1, prefetch: int | None = None, **worker: Any
+) -> tuple[float, float, float, float]:
+    """Return (tasks/s, RSS after 1k, RSS after n, worker CPU µs per task after the first
+    1k) for a worker draining n queued tasks."""
     os.environ["CARROT_BENCH_PREFETCH"] = str(prefetch or "")
     from django.db.models import Max, Min
 
@@ -414,18 +439,19 @@ def carrot_drain(
     reset_db()
     carrot_enqueue_many(n)
     threads = 2 if processes == 1 else 1
-    worker = Worker(threads=threads, processes=processes)
+    worker = Worker(threads=threads, processes=processes, **worker)
     try:
         done = MessageLog.objects.filter(status=MessageLog.COMPLETED)
         wait_for(lambda: done.count() >= min(1000, n), 300)
-        rss_1k = worker.rss_mb()
+        rss_1k, cpu_1k, done_1k = worker.rss_mb(), worker.cpu_seconds(), done.count()
         wait_for(lambda: done.count() >= n, 600, 0.2)
-        rss_end = worker.rss_mb()
+        rss_end, cpu_end = worker.rss_mb(), worker.cpu_seconds()
     finally:
         worker.stop()
     span = done.aggregate(first=Min("start_time"), last=Max("completion_time"))
     elapsed = (span["last"] - span["first"]).total_seconds()
-    return n / elapsed, rss_1k, rss_end
+    cpu_per_task = (cpu_end - cpu_1k) / max(n - done_1k, 1) * 1e6
+    return n / elapsed, rss_1k, rss_end, cpu_per_task
 
 
 def carrot_latency(samples: int) -> list[float]:
@@ -607,6 +633,95 @@ def db_rows(db: str, n: int, repeat: int, raw: dict[str, float], add: Add) -> No
         )
 
 
+# Installed in a worker's sitecustomize: prometheus_client and opentelemetry cannot be
+# imported, as if django-carrot's extras were not installed.
+WITHOUT_EXTRAS = """
+import importlib.abc, sys
+
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("prometheus_client", "opentelemetry"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def observability_overhead(db: str, n: int, repeat: int, add: Add) -> None:
+    """Drain and enqueue without the extras, with them installed but not configured, and
+    with metrics served; the variants take turns in each repeat, so drift hits all."""
+    import socket
+    import tempfile
+
+    from carrot.observability import tracing
+
+    blocker = Path(tempfile.mkdtemp(prefix="carrot-bench-"))
+    (blocker / "sitecustomize.py").write_text(WITHOUT_EXTRAS)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    variants: dict[str, dict[str, Any]] = {
+        "without the extras": {"env": {"PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}"}},
+        "extras installed, not configured": {},
+        "metrics served (--metrics-port)": {"args": ("--metrics-port", str(port))},
+    }
+    rates: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for turn in range(repeat):
+        # Each turn starts with another variant, so no variant always runs first or last.
+        for name in names[turn % len(names) :] + names[: turn % len(names)]:
+            rate, _, _, cpu_us = carrot_drain(n, **variants[name])
+            rates[name].append(rate)
+            cpu[name].append(cpu_us)
+            print(f"    ({name}: {rate:,.0f}/s, {cpu_us:,.0f} µs CPU per task)", flush=True)
+    base = statistics.median(rates["without the extras"])
+    base_cpu = statistics.median(cpu["without the extras"])
+    for name in variants:
+        rate, cpu_us = statistics.median(rates[name]), statistics.median(cpu[name])
+        first = name == "without the extras"
+        add(
+            f"drain {n:,}, library defaults, {name}, {db}",
+            "",
+            f"{rate:,.0f}/s",
+            rate / base,
+            "(the base)" if first else ">= 0.95x without the extras",
+            None if first else rate / base >= 0.95,
+        )
+        # CPU per task varies less between runs than the rate: it shows the cost itself.
+        add(
+            f"  worker CPU per task, {name}, {db}",
+            "",
+            f"{cpu_us:,.0f} µs",
+            cpu_us / base_cpu,
+            "(the base)" if first else "<= 1.05x without the extras",
+            None if first else cpu_us / base_cpu <= 1.05,
+        )
+    # The caller's side: one delay() at a time, tracing code paths off (as without the
+    # extras) and on (opentelemetry-api installed, no SDK configured).
+    enqueue: dict[bool, list[float]] = {False: [], True: []}
+    available = tracing.AVAILABLE
+    try:
+        for _ in range(repeat):
+            for on in (False, True):
+                tracing.AVAILABLE = on and available
+                enqueue[on].append(carrot_enqueue(2000))
+    finally:
+        tracing.AVAILABLE = available
+    off, on = statistics.median(enqueue[False]), statistics.median(enqueue[True])
+    add(
+        "enqueue, one delay() at a time, opentelemetry-api installed vs not",
+        "",
+        f"{on:,.0f}/s vs {off:,.0f}/s",
+        on / off,
+        ">= 0.95x",
+        on / off >= 0.95,
+    )
+
+
 ROW_PREFIX = "BENCH-ROW "
 
 
@@ -641,6 +756,12 @@ def main() -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--skip-monitor", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-observability", action="store_true")
+    parser.add_argument(
+        "--only-observability",
+        action="store_true",
+        help="only the metrics and tracing overhead (on the first --db)",
+    )
     # Internal: the benchmarks of a second database, in its own process.
     parser.add_argument("--db-only", choices=("sqlite", "postgres"), help=argparse.SUPPRESS)
     parser.add_argument("--n-drain", type=int, help=argparse.SUPPRESS)
@@ -673,6 +794,11 @@ def main() -> None:
         f"{platform.python_version()}, repeat {repeat}",
         flush=True,
     )
+
+    if args.only_observability:
+        observability_overhead(dbs[0], n_drain, repeat, add)
+        print_table(rows)
+        return
 
     raw_confirm = median(lambda: raw_publish(n_single, confirm=True), repeat)
     ours = median(lambda: carrot_enqueue(n_single), repeat)
@@ -718,8 +844,10 @@ def main() -> None:
             rows_in_subprocess(db, n_drain, repeat, raw, add)
         else:
             db_rows(db, n_drain, repeat, raw, add)
+    if not args.skip_observability:
+        observability_overhead(dbs[0], n_drain, repeat, add)
     if not args.skip_memory:
-        _, rss_1k, rss_end = carrot_drain(n_memory)
+        _, rss_1k, rss_end, _ = carrot_drain(n_memory)
         add(
             f"worker RSS after 1k vs {n_memory // 1000}k tasks, library defaults, {dbs[0]}",
             "",
@@ -755,6 +883,10 @@ def main() -> None:
             None,
         )
 
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str, str, str, str, bool | None]]) -> None:
     width = max(len(r[0]) for r in rows)
     print()
     print(f"{'workload':<{width}}  {'raw pika':>12}  {'measured':>16}  {'ratio':>7}  target")
