@@ -163,6 +163,7 @@ def test_a_publisher_killed_before_the_confirm_loses_nothing(worker_factory):
 
 
 @pytest.mark.fault
+@pytest.mark.slow  # ~12 s; test_worker_faults' reconnect test stays in make test
 def test_consuming_workers_reconnect_keep_their_pids_and_settle_everything(node, worker_factory):
     workers = [node_worker(worker_factory, node) for _ in range(2)]
     pids = [w.pid for w in workers]

@@ -115,6 +115,7 @@ def test_a_running_tasks_lines_show_while_it_runs_and_its_outcome_writes_them_al
     assert poll(staff, log, COMPLETED).status_code == 286  # polling stops
 
 
+@pytest.mark.slow  # ~9 s: keeps make test under 15 minutes
 def test_a_burst_of_lines_is_written_in_a_few_batches(live_worker, markers):
     log = log_until_released.delay("burst", lines=1, burst=998, burst_seconds=1.0)
     wait_until(
