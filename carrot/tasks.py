@@ -37,6 +37,10 @@ class Task:
     retry_jitter: bool = True
     autoretry_for: tuple[type[BaseException], ...] = ()
     time_limit: float | None = None
+    # One queued or running call per key at most (publishing/unique.py): the key is the
+    # call's arguments (``unique``) or what ``unique_key(*args, **kwargs)`` returns.
+    unique: bool = False
+    unique_key: Callable[..., str] | None = None
     # Called in the worker once an attempt's final outcome is committed: (row id,
     # succeeded, the error or None). Its errors are logged, never raised.
     on_outcome: Callable[[int, bool, BaseException | None], None] | None = None
@@ -180,20 +184,31 @@ def _validate_options(func: Any, queue: Any, priority: Any) -> None:
         )
 
 
+def validate_unique_options(where: str, options: dict[str, Any]) -> None:
+    """Raise InvalidTask for a bad ``unique`` or ``unique_key`` option."""
+    if not isinstance(options["unique"], bool):
+        raise InvalidTask(
+            f"@task(unique=...) for {where} must be True or False, got {options['unique']!r}."
+        )
+    key = options["unique_key"]
+    if key is not None and not callable(key):
+        raise InvalidTask(
+            f"@task(unique_key=...) for {where} must be a function of the call's arguments "
+            f"that returns a string, got {key!r}."
+        )
+
+
 def make_task(
     func: Callable[..., Any], *, queue: str = DEFAULT_QUEUE, priority: int = 0, **options: Any
 ) -> Task:
     """Validate ``func`` and the options, and return an unregistered Task."""
     _validate_options(func, queue, priority)
-    full = {**RETRY_DEFAULTS, **options}
-    validate_retry_options(f"{func.__module__}.{func.__qualname__}", full)
-    return Task(
-        func=func,
-        name=f"{func.__module__}.{func.__qualname__}",
-        queue=queue,
-        priority=priority,
-        **full,
-    )
+    where = f"{func.__module__}.{func.__qualname__}"
+    full = {**RETRY_DEFAULTS, **CONTROL_DEFAULTS, **options}
+    validate_retry_options(where, full)
+    validate_unique_options(where, full)
+    full["unique"] = full["unique"] or full["unique_key"] is not None
+    return Task(func=func, name=where, queue=queue, priority=priority, **full)
 
 
 RETRY_DEFAULTS: dict[str, Any] = {
@@ -203,6 +218,10 @@ RETRY_DEFAULTS: dict[str, Any] = {
     "retry_jitter": True,
     "autoretry_for": (),
     "time_limit": None,
+}
+CONTROL_DEFAULTS: dict[str, Any] = {
+    "unique": False,
+    "unique_key": None,
 }
 
 
@@ -221,6 +240,8 @@ def task(
     retry_jitter: bool = True,
     autoretry_for: tuple[type[BaseException], ...] = (),
     time_limit: float | None = None,
+    unique: bool = False,
+    unique_key: Callable[..., str] | None = None,
 ) -> Callable[[Callable[..., Any]], Task]: ...
 
 
@@ -238,13 +259,16 @@ def task(
     ``autoretry_for``; ``raise Retry()`` always asks for one). The wait before retry n is
     ``retry_backoff * 2**(n-1)`` seconds, at most ``retry_backoff_max``, randomised
     between half and all of it when ``retry_jitter``. ``time_limit``: seconds after which
-    the attempt fails with TimeLimitExceeded.
+    the attempt fails with TimeLimitExceeded. ``unique``: while a call with the same
+    arguments is queued or running, ``delay()`` returns its row instead of publishing
+    another; ``unique_key`` (a function of the call's arguments returning a string)
+    decides which calls are the same instead.
     """
-    unknown = set(options) - set(RETRY_DEFAULTS)
+    unknown = set(options) - set(RETRY_DEFAULTS) - set(CONTROL_DEFAULTS)
     if unknown:
         raise InvalidTask(
-            f"@task got unknown options {sorted(unknown)}; it takes queue, priority and "
-            f"{', '.join(RETRY_DEFAULTS)}."
+            f"@task got unknown options {sorted(unknown)}; it takes queue, priority, "
+            f"{', '.join(RETRY_DEFAULTS)}, {', '.join(CONTROL_DEFAULTS)}."
         )
 
     def decorator(f: Callable[..., Any]) -> Task:

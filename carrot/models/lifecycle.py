@@ -22,6 +22,7 @@ IN_PROGRESS = "IN_PROGRESS"
 FAILED = "FAILED"
 COMPLETED = "COMPLETED"
 FINISHED = (FAILED, COMPLETED)
+ACTIVE = (PUBLISHED, IN_PROGRESS)  # queued or running: a unique task has one at most
 
 # MessageLog.exception of a row the worker refused before running anything.
 REJECTED_PREFIX = "Message rejected: "

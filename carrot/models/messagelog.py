@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import models, router, transaction
+from django.db import IntegrityError, models, router, transaction
 
 from carrot.conf import get_config
 from carrot.exceptions import CarrotError, NotRequeueable
@@ -121,10 +123,28 @@ class MessageLog(CallArguments, models.Model):
         help_text="the W3C trace context of its publish (OpenTelemetry), sent in its headers",
     )
 
+    # NULL, not "": rows without a key must never collide in the unique index.
+    unique_key = models.CharField(  # noqa: DJ001
+        max_length=64,
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="a unique task's key (a hash): one row with it may be queued or running",
+    )
+
     objects = MessageLogQuerySet.as_manager()
 
     class Meta:
         ordering = ("-id",)
+        constraints = [
+            # @task(unique=True): at most one queued or running row per key, in the
+            # database, so it holds across processes and hosts (publishing/unique.py).
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=models.Q(status__in=lifecycle.ACTIVE),
+                name="carrot_log_unique_active",
+            ),
+        ]
         indexes = [
             models.Index(fields=["status", "-id"], name="carrot_log_status_id"),
             models.Index(fields=["status", "task", "-id"], name="carrot_log_status_task"),
@@ -160,6 +180,17 @@ class MessageLog(CallArguments, models.Model):
         if self.start_time and self.finish_time:
             return self.finish_time - self.start_time
         return None
+
+    @property
+    def unique_by(self) -> str:
+        """Say what makes this call unique ("" when it is not a unique task's)."""
+        if self.unique_key is None:
+            return ""
+        task = registry.get(self.task)
+        chooser = task.unique_key if task is not None else None
+        if chooser is None:
+            return "its arguments"
+        return f"{getattr(chooser, '__module__', '')}.{getattr(chooser, '__qualname__', '')}()"
 
     @property
     def trace_id(self) -> str:
@@ -217,7 +248,7 @@ class MessageLog(CallArguments, models.Model):
             raise NotRequeueable(f"Cannot requeue {self.uuid}: {exc}") from None
         using = router.db_for_write(MessageLog)
         rows = MessageLog.objects.using(using).filter(pk=self.pk)
-        with tracing.publishing([self], trigger="requeue"):
+        with tracing.publishing([self], trigger="requeue"), _unique_held(self, using):
             with transaction.atomic(using=using):
                 if not rows.apply(lifecycle.REQUEUE):
                     current = rows.values_list("status", flat=True).first() or "deleted"
@@ -231,3 +262,24 @@ class MessageLog(CallArguments, models.Model):
             wait = get_config().publish_timeout
             hand_over_after_commit([outgoing(self, written)], using, fail_fast=True, wait=wait)
         return self
+
+
+@contextmanager
+def _unique_held(log: MessageLog, using: str) -> Iterator[None]:
+    """Turn the unique index's refusal of a requeue into NotRequeueable, naming the row
+    that holds the key (``carrot.publishing.unique``)."""
+    try:
+        yield
+    except IntegrityError:
+        if log.unique_key is None:
+            raise
+        holder = (
+            MessageLog.objects.using(using)
+            .filter(unique_key=log.unique_key, status__in=lifecycle.ACTIVE)
+            .values_list("uuid", flat=True)
+            .first()
+        )
+        raise NotRequeueable(
+            f"Cannot requeue {log.uuid}: {log.task} is a unique task and another call with "
+            f"the same key is queued or running ({holder or 'it just finished: try again'})."
+        ) from None

@@ -18,6 +18,7 @@ from carrot.exceptions import TaskNotRegistered
 from carrot.masking import search_text
 from carrot.messages import encode_body, normalise_arguments
 from carrot.models import MessageLog
+from carrot.publishing.unique import key_of
 from carrot.registry import registry
 
 
@@ -58,10 +59,11 @@ def prepare(
     """Validate and encode a call of ``task_name``; return it with an unsaved MessageLog.
 
     Raises TaskNotRegistered, UnknownQueue, ValueError (priority), TypeError (arguments
-    that are not JSON) and MessageTooLarge. ``fields`` are further MessageLog columns
-    (``eta``, ``schedule``, ``scheduled_for``).
+    that are not JSON, a ``unique_key`` that returns no string) and MessageTooLarge.
+    ``fields`` are further MessageLog columns (``eta``, ``schedule``, ``scheduled_for``).
     """
-    if task_name not in registry:
+    task = registry.get(task_name)
+    if task is None:
         raise TaskNotRegistered(task_name)
     config = get_config()
     queue_config = queue_config or config.queue(queue)
@@ -78,6 +80,7 @@ def prepare(
         task_kwargs=norm_kwargs,
         search_text=search_text(norm_args, norm_kwargs),
         publish_time=timezone.now(),
+        unique_key=key_of(task, norm_args, norm_kwargs),
         **fields,
     )
     return Prepared(log, body, queue_config)

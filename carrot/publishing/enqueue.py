@@ -20,23 +20,39 @@ from carrot.models import MessageLog
 from carrot.models.handover import hand_over_after_commit, outgoing
 from carrot.models.outbox import insert_with_entries
 from carrot.observability import tracing
+from carrot.publishing import unique
 from carrot.publishing.calls import Prepared, prepare
 
 
-def publish(items: Sequence[Prepared]) -> None:
+def publish(items: Sequence[Prepared]) -> list[MessageLog]:
     """Insert prepared calls with their outbox entries and hand them over after commit
-    (inside one PRODUCER span when tracing is on)."""
+    (inside one PRODUCER span when tracing is on); return their rows in order.
+
+    A unique task's call whose key a queued or running row holds is not inserted: its
+    place in the result is that row (``unique``).
+    """
     with tracing.publishing([p.log for p in items]):
         using = router.db_for_write(MessageLog)
+        rows = [p.log for p in items]
+        fresh: list[tuple[Prepared, Any]] = []
         with transaction.atomic(using=using):
-            written = insert_with_entries([p.log for p in items], using)
-        custom_exchange = any(p.log.exchange for p in items)
+            plain = [p for p in items if p.log.unique_key is None]
+            if plain:
+                written = insert_with_entries([p.log for p in plain], using)
+                fresh.extend((p, written) for p in plain)
+            for index, p in enumerate(items):
+                if p.log.unique_key is not None:
+                    rows[index], entry = unique.insert(p.log, using)
+                    if entry is not None:
+                        fresh.append((p, entry))
+        custom_exchange = any(p.log.exchange for p, _ in fresh)
         hand_over_after_commit(
-            [outgoing(p.log, written, body=p.body, queue=p.queue) for p in items],
+            [outgoing(p.log, w, body=p.body, queue=p.queue) for p, w in fresh],
             using,
             fail_fast=True,
             wait=get_config().publish_timeout if custom_exchange else None,
         )
+    return rows
 
 
 def enqueue(task_name: str, args: Any = None, kwargs: Any = None, **options: Any) -> MessageLog:
@@ -45,9 +61,7 @@ def enqueue(task_name: str, args: Any = None, kwargs: Any = None, **options: Any
     Takes ``prepare()``'s options; raises what ``prepare()`` raises, and BrokerError when
     RabbitMQ cannot take the message now (the row is then FAILED with the reason).
     """
-    prepared = prepare(task_name, args, kwargs, **options)
-    publish([prepared])
-    return prepared.log
+    return publish([prepare(task_name, args, kwargs, **options)])[0]
 
 
 def enqueue_many(task_name: str, calls: Any, **options: Any) -> list[MessageLog]:
@@ -65,6 +79,4 @@ def enqueue_many(task_name: str, calls: Any, **options: Any) -> list[MessageLog]
                 f"delay_many(): item {index} must be an (args, kwargs) pair, got {call!r}."
             ) from None
         prepared.append(prepare(task_name, args, kwargs, **options))
-    if prepared:
-        publish(prepared)
-    return [p.log for p in prepared]
+    return publish(prepared) if prepared else []

@@ -22,6 +22,7 @@ from carrot.models import MessageLog, ScheduledTask
 from carrot.models.handover import hand_over, outgoing
 from carrot.models.outbox import insert_with_entries
 from carrot.observability import metrics, tracing
+from carrot.publishing import unique
 from carrot.publishing.calls import prepare
 from carrot.registry import registry
 from carrot.scheduling.cadence import Cadence, due_ticks, next_run
@@ -134,7 +135,20 @@ class Scheduler:
             with transaction.atomic(using=using):
                 if not self.claim(row.pk, expected, following):
                     return False, None
-                written = insert_with_entries([prepared.log], using)
+                written: datetime | None
+                if prepared.log.unique_key is None:
+                    holder, written = prepared.log, insert_with_entries([prepared.log], using)
+                else:
+                    holder, written = unique.insert(prepared.log, using)
+                if written is None:  # a unique task whose last run is still queued or running
+                    logger.info(
+                        "Schedule %r: tick %s skipped, %s is still queued or running (unique)",
+                        row.task_name,
+                        tick.isoformat(),
+                        holder.uuid,
+                    )
+                    metrics.ticks(skipped=1)
+                    return True, None
                 ScheduledTask.objects.filter(pk=row.pk).update(
                     last_run_at=tick, last_message=prepared.log
                 )

@@ -181,3 +181,22 @@ def log_until_released(key, lines=3, burst=0, burst_seconds=1.0):
     Path(marker, f"logged-{key}").touch()
     _wait_for(marker / f"finish-{key}")
     return key
+
+
+@task(unique=True)
+def unique_record(key, seconds=0.0):
+    """A unique task (by its arguments): record a run, after ``seconds``."""
+    time.sleep(seconds)
+    _record(key)
+    return key
+
+
+def _account_key(account, **_options):
+    return f"account-{account}"
+
+
+@task(unique_key=_account_key)
+def sync_account(account, full=False):
+    """A unique task by account only: a full and a quick sync of one account are the same."""
+    _record(f"sync-{account}")
+    return {"account": account, "full": full}
