@@ -1,6 +1,6 @@
 """django-carrot: a decorator-driven task queue for Django on RabbitMQ."""
 
-from carrot.current import CurrentCall, current_call
+from carrot.current import CurrentCall, current_call, current_task
 from carrot.exceptions import (
     BrokerError,
     BrokerUnavailable,
@@ -8,8 +8,10 @@ from carrot.exceptions import (
     CarrotError,
     InvalidTask,
     MessageTooLarge,
+    NotCancellable,
     PublishError,
     Retry,
+    TaskCancelled,
     TaskNotRegistered,
     TimeLimitExceeded,
 )
@@ -24,13 +26,16 @@ __all__ = [
     "CurrentCall",
     "InvalidTask",
     "MessageTooLarge",
+    "NotCancellable",
     "PublishError",
     "Retry",
     "Task",
+    "TaskCancelled",
     "TaskNotRegistered",
     "TimeLimitExceeded",
     "__version__",
     "current_call",
+    "current_task",
     "periodic",
     "task",
 ]

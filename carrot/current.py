@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from threading import Event
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,15 @@ class CurrentCall:
     attempt: int
     task: str
     queue: str
+    # Set by the worker when someone cancels this running task (MessageLog.cancel()).
+    cancel: Event = field(default_factory=Event, compare=False, repr=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the task was asked to stop: finish early (return, or raise
+        carrot.TaskCancelled); after ``CARROT['cancel_grace']`` the worker raises
+        TaskCancelled in the task itself."""
+        return self.cancel.is_set()
 
 
 # A context variable, not a thread-local: an ``async def`` task runs in asgiref's event
@@ -33,6 +43,9 @@ _current: ContextVar[CurrentCall | None] = ContextVar("carrot_current_call", def
 def current_call() -> CurrentCall | None:
     """Return the call this task is running for the worker, or None."""
     return _current.get()
+
+
+current_task = current_call  # the name the task controls' documentation uses
 
 
 @contextmanager

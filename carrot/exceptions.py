@@ -76,6 +76,15 @@ class NotRequeueable(CarrotError):
     """A MessageLog cannot be requeued in its current state."""
 
 
+class NotCancellable(CarrotError):
+    """A MessageLog cannot be cancelled: it already finished (or is gone)."""
+
+
+class TaskCancelled(CarrotError):  # noqa: N818  (what happened, as the monitor shows it)
+    """The task was cancelled: before it ran, or while it ran (raised in its thread after
+    the grace period, or by the task itself once it sees ``cancel_requested``)."""
+
+
 class Retry(CarrotError):  # noqa: N818  (a signal, like StopIteration, not an error name)
     """Raise inside a task to run it again later (within its ``retries``).
 

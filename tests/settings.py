@@ -80,6 +80,7 @@ CARROT = {
     "shutdown_timeout": float(os.environ.get("CARROT_TEST_SHUTDOWN_TIMEOUT", "20")),
     "max_interruptions": int(os.environ.get("CARROT_TEST_MAX_INTERRUPTIONS", "3")),
     "publish_timeout": float(os.environ.get("CARROT_TEST_PUBLISH_TIMEOUT", "10")),
+    "cancel_grace": 1.0,
 }
 
 # Django's task API on carrot (tests/djangoapp). "retrying" retries each task twice,

@@ -23,6 +23,9 @@ STATUS = {
     MessageLog.IN_PROGRESS: "RUNNING",
     MessageLog.COMPLETED: "SUCCESSFUL",
     MessageLog.FAILED: "FAILED",
+    # Django's task framework has no cancelled state: a cancelled task did not succeed,
+    # and its errors say TaskCancelled.
+    MessageLog.CANCELLED: "FAILED",
 }
 # The error type of a failure recorded before carrot stored error types.
 UNKNOWN_ERROR = "builtins.Exception"
@@ -77,7 +80,9 @@ def _errors(log: MessageLog, attempts: list[Any]) -> list[Any]:
         for a in attempts
         if a.failed
     ]
-    if log.status == MessageLog.FAILED and log.attempts <= len(log.attempt_history or []):
+    if log.status in (MessageLog.FAILED, MessageLog.CANCELLED) and log.attempts <= len(
+        log.attempt_history or []
+    ):
         # Failed with no attempt of its own running: rejected, not published or purged
         # (maybe after earlier attempts, each already counted above).
         errors.append(

@@ -89,6 +89,7 @@ class CarrotConfig:
     publish_timeout: float = 10.0
     max_interruptions: int = 3
     shutdown_timeout: float = 60.0
+    cancel_grace: float = 10.0  # seconds a cancelled running task may finish by itself
     task_log_level: int = 10
     task_log_max_records: int = 1000
     completed_retention: timedelta | None = timedelta(days=3)

@@ -19,7 +19,7 @@ from django.db import NotSupportedError
 from django.db.models import Expression
 from django.utils.dateparse import parse_datetime
 
-from carrot.models.lifecycle import FAILED, Archive
+from carrot.models.lifecycle import CANCELLED, FAILED, Archive
 
 # The error fields of an attempt, as parameters of a transition and as columns.
 ERROR_FIELDS = ("exception_type", "exception", "traceback")
@@ -134,7 +134,7 @@ def attempts_of(log: Any) -> list[Attempt]:
             )
         )
     if current:
-        failed = log.status == FAILED
+        failed = log.status in (FAILED, CANCELLED)  # a cancelled run ended with TaskCancelled
         out.append(
             Attempt(
                 number=len(out) + 1,

@@ -15,13 +15,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from carrot.exceptions import MessagePurged, MessageRejected, PublishError, TaskInterrupted
+from carrot.exceptions import (
+    MessagePurged,
+    MessageRejected,
+    PublishError,
+    TaskCancelled,
+    TaskInterrupted,
+)
 
 PUBLISHED = "PUBLISHED"
 IN_PROGRESS = "IN_PROGRESS"
 FAILED = "FAILED"
 COMPLETED = "COMPLETED"
-FINISHED = (FAILED, COMPLETED)
+CANCELLED = "CANCELLED"
+FINISHED = (FAILED, COMPLETED, CANCELLED)
 ACTIVE = (PUBLISHED, IN_PROGRESS)  # queued or running: a unique task has one at most
 
 # MessageLog.exception of a row the worker refused before running anything.
@@ -95,6 +102,7 @@ REJECTED_TYPE = error_type(MessageRejected)
 INTERRUPTED_TYPE = error_type(TaskInterrupted)
 PURGED_TYPE = error_type(MessagePurged)
 NOT_PUBLISHED_TYPE = error_type(PublishError)
+CANCELLED_TYPE = error_type(TaskCancelled)
 
 CLAIM = Transition(
     "claim",
@@ -185,6 +193,28 @@ PURGE = Transition(  # its message was purged from the queue by an operator
     ("exception",),
 )
 
+CANCEL_QUEUED = Transition(  # cancelled before it ran: it never will
+    "cancel queued",
+    (PUBLISHED,),
+    CANCELLED,
+    {"exception_type": CANCELLED_TYPE, "traceback": "", "cancelled_at": NOW},
+    ("exception", "cancelled_by"),
+)
+ASK_TO_CANCEL = Transition(  # running: the worker asks it to stop (carrot.worker.cancels)
+    "ask to cancel",
+    (IN_PROGRESS,),
+    IN_PROGRESS,
+    {"cancelled_at": NOW},
+    ("cancelled_by",),
+)
+CANCEL = Transition(  # the attempt ended because it was cancelled: not failed, not retried
+    "cancel",
+    (IN_PROGRESS,),
+    CANCELLED,
+    {"exception_type": CANCELLED_TYPE},
+    ("exception", "traceback", "log"),
+)
+
 # Not a status move: a running attempt's log lines so far, written while it runs
 # (``carrot.worker.livelog``, through ``apply_each``): only a row still IN_PROGRESS at the
 # same attempt matches, so it never replaces the log an outcome wrote, nor a later attempt's.
@@ -201,6 +231,9 @@ TRANSITIONS = (
     REJECT,
     NOT_PUBLISHED,
     PURGE,
+    CANCEL_QUEUED,
+    ASK_TO_CANCEL,
+    CANCEL,
     LOG_SO_FAR,
 )
 

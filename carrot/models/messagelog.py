@@ -12,9 +12,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, models, router, transaction
 
 from carrot.conf import get_config
-from carrot.exceptions import CarrotError, NotRequeueable
+from carrot.exceptions import CarrotError, NotCancellable, NotRequeueable
 from carrot.masking import search_text
 from carrot.models import lifecycle
+from carrot.models.cancelling import cancel_rows
 from carrot.models.handover import hand_over_after_commit, outgoing, publishable
 from carrot.models.outbox import add_entries
 from carrot.models.querysets import MessageLogQuerySet
@@ -46,11 +47,13 @@ class MessageLog(CallArguments, models.Model):
     IN_PROGRESS = lifecycle.IN_PROGRESS
     FAILED = lifecycle.FAILED
     COMPLETED = lifecycle.COMPLETED
+    CANCELLED = lifecycle.CANCELLED
     STATUS_CHOICES = (
         (PUBLISHED, "Published"),
         (IN_PROGRESS, "In progress"),
         (FAILED, "Failed"),
         (COMPLETED, "Completed"),
+        (CANCELLED, "Cancelled"),
     )
     FINISHED_STATUSES = lifecycle.FINISHED
 
@@ -85,6 +88,12 @@ class MessageLog(CallArguments, models.Model):
         help_text="attempts that ended without an outcome (worker killed, connection lost)",
     )
     worker = models.CharField(max_length=255, blank=True, default="")
+    cancelled_at = models.DateTimeField(
+        null=True, blank=True, help_text="when it was cancelled (running: asked to stop)"
+    )
+    cancelled_by = models.CharField(
+        max_length=150, blank=True, default="", help_text="who cancelled it, when known"
+    )
     attempt_history = models.JSONField(
         default=list,
         blank=True,
@@ -180,6 +189,27 @@ class MessageLog(CallArguments, models.Model):
         if self.start_time and self.finish_time:
             return self.finish_time - self.start_time
         return None
+
+    def cancel(self, by: str = "") -> MessageLog:
+        """Cancel this task and return it, refreshed: queued, it never runs (CANCELLED now);
+        running, it is asked to stop (``cancel_requested``, then TaskCancelled in its
+        thread after ``CARROT['cancel_grace']``). Raise NotCancellable once it finished."""
+        rows = MessageLog.objects.filter(pk=self.pk)
+        for moment in ("before", "after"):
+            status = rows.values_list("status", flat=True).first()
+            if status is None:
+                raise NotCancellable(f"Cannot cancel {self.uuid}: it was deleted.")
+            if status in lifecycle.FINISHED and not (
+                moment == "after" and status == self.CANCELLED
+            ):
+                raise NotCancellable(
+                    f"Cannot cancel {self.uuid}: it already finished ({status}); only queued "
+                    "and running tasks can be cancelled."
+                )
+            if moment == "before":
+                cancel_rows(rows, by)
+        self.refresh_from_db()
+        return self
 
     @property
     def unique_by(self) -> str:

@@ -16,12 +16,14 @@ STATUSES = {
     "in-progress": MessageLog.IN_PROGRESS,
     "failed": MessageLog.FAILED,
     "completed": MessageLog.COMPLETED,
+    "cancelled": MessageLog.CANCELLED,
 }
 TAB_LABELS = {
     "queued": "Queued",
     "in-progress": "In progress",
     "failed": "Failed",
     "completed": "Completed",
+    "cancelled": "Cancelled",
 }
 COUNT_CAP = 10_000  # counts stop here: no full-table COUNT(*) on every poll
 

@@ -16,7 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from carrot.broker.maintenance import drain_queue
 from carrot.conf import get_config
-from carrot.exceptions import BrokerError, CarrotError, NotRequeueable
+from carrot.exceptions import BrokerError, CarrotError, NotCancellable, NotRequeueable
 from carrot.models import MessageLog
 from carrot.models.lifecycle import PURGE
 from carrot.monitor.access import may, monitor_view
@@ -77,6 +77,30 @@ def task_requeue(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
         response = render(request, "carrot/_task_detail.html", detail_context(request, log))
         return with_notices(request, response)
     return _after_action(request, "failed")
+
+
+@require_POST
+@monitor_view(permission="carrot.change_messagelog")
+def task_cancel(request: HttpRequest, pk: uuid.UUID) -> HttpResponse:
+    """Cancel a queued task (it never runs) or ask a running one to stop."""
+    log = get_object_or_404(MessageLog, uuid=pk)
+    asked = confirm_first(request, f"Cancel {log.task}?")
+    if asked is not None:
+        return asked
+    user = getattr(request, "user", None)
+    by = user.get_username() if user is not None and user.is_authenticated else "the monitor"
+    try:
+        log = log.cancel(by)
+    except NotCancellable as exc:
+        notify(request, str(exc), "error")
+    else:
+        running = log.status == MessageLog.IN_PROGRESS
+        notify(request, f"Asked {log.task} to stop." if running else f"Cancelled {log.task}.")
+    if htmx(request).target == "task-detail":
+        log.refresh_from_db()
+        response = render(request, "carrot/_task_detail.html", detail_context(request, log))
+        return with_notices(request, response)
+    return _after_action(request, "cancelled")
 
 
 @require_POST

@@ -38,6 +38,7 @@ urlpatterns = [
     path("task/<uuid:pk>/", task_views.task_detail, name="task"),
     path("task/<uuid:pk>/requeue/", task_actions.task_requeue, name="requeue"),
     path("task/<uuid:pk>/delete/", task_actions.task_delete, name="delete"),
+    path("task/<uuid:pk>/cancel/", task_actions.task_cancel, name="cancel"),
     path("queues/<str:name>/purge/", task_actions.queue_purge, name="purge"),
     path("schedules/", schedule_views.schedule_list, name="schedules"),
     path("schedules/new/", schedule_views.schedule_create, name="schedule_create"),

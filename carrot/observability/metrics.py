@@ -30,7 +30,7 @@ DURATION_BUCKETS = (
 CONFIRM_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-OUTCOMES = ("completed", "failed", "retried", "rejected")
+OUTCOMES = ("completed", "failed", "retried", "rejected", "cancelled")
 UNREGISTERED = "unregistered"
 
 
@@ -90,7 +90,7 @@ def enable() -> None:
             finished=prom.Counter(
                 "carrot_tasks",
                 "Task attempts finished, by task, queue and outcome (completed, failed, "
-                "retried, rejected to the dead-letter queue).",
+                "retried, rejected to the dead-letter queue, cancelled while running).",
                 ["task", "queue", "outcome"],
             ),
             duration=prom.Histogram(

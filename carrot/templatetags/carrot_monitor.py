@@ -111,4 +111,5 @@ def status_class(status: str) -> str:
         "IN_PROGRESS": "running",
         "FAILED": "failed",
         "COMPLETED": "completed",
+        "CANCELLED": "cancelled",
     }.get(status, "neutral")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from carrot.models.lifecycle import COMPLETE, FAIL, RETRY, Transition
+from carrot.models.lifecycle import CANCEL, COMPLETE, FAIL, RETRY, Transition
 from carrot.tasks import Task
 from carrot.worker.retries import retry_delay
 from carrot.worker.runner import Outcome
@@ -38,6 +38,7 @@ class OutcomeKind(enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     RETRYING = "retrying"
+    CANCELLED = "cancelled"
 
     @property
     def outcome(self) -> str:
@@ -46,7 +47,9 @@ class OutcomeKind(enum.Enum):
 
     @property
     def transition(self) -> Transition:
-        return {"completed": COMPLETE, "failed": FAIL, "retrying": RETRY}[self.value]
+        return {"completed": COMPLETE, "failed": FAIL, "retrying": RETRY, "cancelled": CANCEL}[
+            self.value
+        ]
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,12 @@ def record_for(task: Task, claim: Claim, outcome: Outcome) -> Record:
     """Decide what an attempt's outcome means: done, failed for good, or retried later."""
     if outcome.succeeded:
         return Record(OutcomeKind.COMPLETED, claim, {"output": outcome.output, "log": outcome.log})
+    if outcome.cancelled:  # never retried
+        return Record(
+            OutcomeKind.CANCELLED,
+            claim,
+            {"exception": outcome.exception, "traceback": outcome.traceback, "log": outcome.log},
+        )
     wait = retry_delay(task, outcome.error, claim.attempt)
     if wait is not None:
         return Record(

@@ -27,7 +27,7 @@ from carrot.tasks import Task
 from carrot.worker.attempts import Claim
 from carrot.worker.livelog import LiveLog
 from carrot.worker.logcapture import LogBuffer
-from carrot.worker.runner import Outcome, Watch, run_task
+from carrot.worker.runner import Guard, Outcome, Watch, run_task
 
 # After its time limit, how long a task blocked outside Python code may keep its thread.
 ABANDON_GRACE = 2.0
@@ -48,6 +48,9 @@ class Work:
     settled: bool = False  # its outcome was handed back (by its thread or by the watch)
     buffer: LogBuffer | None = None  # its log so far, once its thread runs it
     span: Any = None  # its OpenTelemetry span while it runs; the intake ends it
+    guard: Guard = field(default_factory=Guard)  # raises in its thread (time limit, cancel)
+    cancel: threading.Event = field(default_factory=threading.Event)  # cancel_requested
+    cancel_by: float | None = None  # time.monotonic() when TaskCancelled is raised in it
 
     @property
     def message_id(self) -> str:
@@ -122,7 +125,9 @@ class TaskPool:
             with self._lock:
                 self._running[work.message_id] = work
             task, queue = work.task.name, work.delivery.queue
-            call = CurrentCall(work.message_id, work.claim.log_id, work.claim.attempt, task, queue)
+            call = CurrentCall(
+                work.message_id, work.claim.log_id, work.claim.attempt, task, queue, work.cancel
+            )
             metrics.task_started(task, queue)
             work.span = tracing.start_run(
                 work.delivery.headers,
@@ -140,10 +145,13 @@ class TaskPool:
                         log_level=self.log_level,
                         max_log_records=self.max_log_records,
                         watch=self._watch(work),
+                        guard=work.guard,
                     )
             finally:
                 with self._lock:
                     self._running.pop(work.message_id, None)
+            if work.cancel.is_set() and not outcome.succeeded:
+                outcome.cancelled = True  # asked to stop: whatever it raised, not retried
             if work.settle():
                 self.finished.put((work, outcome))
                 self.on_finished()
@@ -165,6 +173,11 @@ class TaskPool:
             return live.watching(row_id, work.claim.attempt, buffer)
 
         return watch
+
+    def running(self) -> list[Work]:
+        """Return the work its threads run now."""
+        with self._lock:
+            return list(self._running.values())
 
     def oldest_running(self) -> float | None:
         """Return for how many seconds the longest-running task has run, or None."""

@@ -22,6 +22,7 @@ from carrot.observability import tracing
 from carrot.observability.exposition import CHILD_ENV, start_worker
 from carrot.publishing.sweeper import sweep_outbox
 from carrot.scheduling.scheduler import Scheduler
+from carrot.worker.cancels import CancelWatch
 from carrot.worker.consumer import QueueConsumer
 from carrot.worker.heartbeats import Heartbeat, worker_name
 from carrot.worker.livelog import LiveLog
@@ -78,6 +79,7 @@ class Worker:
         self.heartbeat: Heartbeat | None = None
         self.sweeper: OutboxSweeper | None = None
         self.live_log: LiveLog | None = None
+        self.cancels: CancelWatch | None = None
         self._stop = threading.Event()
         self._signals = 0
         self.metrics_port = metrics_port if metrics_port is not None else self.config.metrics.port
@@ -132,6 +134,13 @@ class Worker:
             consumer.live_log = self.live_log
             consumer.start_consuming()
             self.consumers.append(consumer)
+        if self.queues:
+            self.cancels = CancelWatch(
+                lambda: [c.intake.pool for c in self.consumers if c.intake is not None],
+                self.config.cancel_grace,
+                self.logger,
+            )
+            self.cancels.start()
         if self.scheduler_enabled:
             self.scheduler = Scheduler()
             self._scheduler_thread = threading.Thread(
@@ -180,6 +189,8 @@ class Worker:
                     consumer.queue.name,
                 )
                 exit_code = 1
+        if self.cancels is not None:
+            self.cancels.stop()
         if self.live_log is not None:
             self.live_log.stop()  # the tasks have ended: their outcomes wrote their logs
         if self._scheduler_thread is not None:

@@ -105,7 +105,7 @@ class Recorder:
         return self._retrying("recording outcomes", write)
 
     def _record(self, records: list[Record], using: str) -> tuple[list[int], datetime | None]:
-        for kind in (OutcomeKind.COMPLETED, OutcomeKind.FAILED):
+        for kind in (OutcomeKind.COMPLETED, OutcomeKind.FAILED, OutcomeKind.CANCELLED):
             MessageLog.objects.apply_each(
                 kind.transition,
                 [(r.row_id, r.claim.attempt, r.values) for r in records if r.kind is kind],

@@ -14,13 +14,15 @@ from typing import Any
 
 from django.db import close_old_connections
 
-from carrot.exceptions import TimeLimitExceeded
+from carrot.exceptions import TaskCancelled, TimeLimitExceeded
 from carrot.messages import normalise_value
 from carrot.models.lifecycle import error_type
 from carrot.tasks import Task
 from carrot.worker import logcapture
 
 logger = logging.getLogger("carrot")
+
+CANCELLED_TEXT = "TaskCancelled: cancelled while it ran"
 
 # Given the task's log buffer, what to do with it while the task runs (the live log).
 Watch = Callable[[logcapture.LogBuffer], AbstractContextManager[object]]
@@ -38,6 +40,7 @@ class Outcome:
     error: BaseException | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
     duration: float = 0.0
+    cancelled: bool = False  # it ended because it was cancelled
 
 
 def user_traceback(exc: BaseException) -> str:
@@ -55,39 +58,50 @@ def describe_exception(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-class _Limit:
-    """Raise TimeLimitExceeded in the task's thread when its time is up."""
+class Guard:
+    """Raise an exception in a task's thread while (and only while) its function runs:
+    TimeLimitExceeded at its time limit, TaskCancelled when it is cancelled."""
 
-    def __init__(self, seconds: float) -> None:
-        self.thread_id = threading.get_ident()
+    def __init__(self) -> None:
+        self.thread_id: int | None = None
         self.lock = threading.Lock()
-        self.running = True
-        self.timer = threading.Timer(seconds, self._fire)
-        self.timer.daemon = True
+        self.running = False
+        self.timer: threading.Timer | None = None
 
-    def _fire(self) -> None:
+    def interrupt(self, exc_class: type[BaseException]) -> bool:
+        """Raise ``exc_class`` in the task's thread; return False if it is not running."""
         with self.lock:
-            if self.running:
-                # Delivered when the thread next runs Python bytecode; a call blocked in C
-                # is handled by the worker's watch (see TaskPool.check_time_limits).
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self.thread_id), ctypes.py_object(TimeLimitExceeded)
-                )
+            if not self.running or self.thread_id is None:
+                return False
+            # Delivered when the thread next runs Python bytecode; a call blocked in C
+            # is handled by the worker's watch (see TaskPool.check_time_limits).
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self.thread_id), ctypes.py_object(exc_class)
+            )
+            return True
 
-    def __enter__(self) -> _Limit:
-        self.timer.start()
+    def __enter__(self) -> Guard:
+        with self.lock:
+            self.thread_id = threading.get_ident()
+            self.running = True
         return self
+
+    def limit(self, seconds: float) -> None:
+        self.timer = threading.Timer(seconds, self.interrupt, (TimeLimitExceeded,))
+        self.timer.daemon = True
+        self.timer.start()
 
     def __exit__(self, *exc: Any) -> None:
         with self.lock:
             self.running = False
-        self.timer.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
 
 
-def _call(task: Task, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    if not task.time_limit:
-        return task.func(*args, **kwargs)
-    with _Limit(task.time_limit):
+def _call(task: Task, args: list[Any], kwargs: dict[str, Any], guard: Guard) -> Any:
+    with guard:
+        if task.time_limit:
+            guard.limit(task.time_limit)
         return task.func(*args, **kwargs)
 
 
@@ -99,6 +113,7 @@ def run_task(
     log_level: int,
     max_log_records: int,
     watch: Watch | None = None,
+    guard: Guard | None = None,
 ) -> Outcome:
     """Call the task with its arguments, capturing its ``carrot`` log lines (shown live
     through ``watch``)."""
@@ -113,7 +128,16 @@ def run_task(
         try:
             # The limit's exception may land just after the call returned, inside _call;
             # it is caught here all the same.
-            result = _call(task, args, kwargs)
+            result = _call(task, args, kwargs, guard or Guard())
+        except TaskCancelled as exc:  # raised by the worker after the grace, or by the task
+            outcome = Outcome(
+                succeeded=False,
+                exception=describe_exception(exc) if str(exc) else CANCELLED_TEXT,
+                exception_type=error_type(TaskCancelled),
+                traceback=user_traceback(exc),
+                error=exc,
+                cancelled=True,
+            )
         except TimeLimitExceeded as exc:
             message = (
                 f"TimeLimitExceeded: {task.name} ran longer than its time limit of "

@@ -200,3 +200,23 @@ def sync_account(account, full=False):
     """A unique task by account only: a full and a quick sync of one account are the same."""
     _record(f"sync-{account}")
     return {"account": account, "full": full}
+
+
+@task(retries=3, retry_backoff=0.1, retry_jitter=False)
+def cancellable(key, seconds=30.0, polite=True):
+    """Run up to ``seconds``: a polite one returns once cancel_requested, a stubborn one
+    keeps going (and is interrupted by TaskCancelled after the grace)."""
+    import carrot
+
+    marker = os.environ.get("CARROT_TEST_MARKER_DIR")
+    if marker:
+        Path(marker, f"started-{key}").touch()
+    logger.info("working on %s", key)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if polite and carrot.current_task().cancel_requested:
+            logger.info("%s: asked to stop, stopping", key)
+            raise carrot.TaskCancelled(f"{key} stopped when asked")
+        time.sleep(0.05)
+    _record(key)
+    return key

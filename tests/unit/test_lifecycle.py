@@ -42,8 +42,11 @@ PARAMS: dict[str, dict[str, Any]] = {
     "not published": {"exception": lc.not_published("refused")},
     "purge": {"exception": "Purged"},
     "log so far": {"log": [{"message": "so far"}]},
+    "cancel queued": {"exception": "TaskCancelled: before", "cancelled_by": "ops"},
+    "ask to cancel": {"cancelled_by": "ops"},
+    "cancel": {"exception": "TaskCancelled: x", "traceback": "tb", "log": [{"message": "c"}]},
 }
-TIMES = ("start_time", "completion_time", "failure_time", "publish_time")
+TIMES = ("start_time", "completion_time", "failure_time", "publish_time", "cancelled_at")
 
 
 def row_in(status: str) -> MessageLog:
