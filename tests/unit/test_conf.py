@@ -113,3 +113,11 @@ def test_get_config_follows_override_settings_and_raises_on_errors():
 def test_unknown_queue_lists_the_known_ones():
     with pytest.raises(UnknownQueue, match="Configured queues: default"):
         parse(None)[0].queue("nope")
+
+
+def test_cancel_grace_defaults_to_ten_seconds_and_must_be_a_number():
+    assert parse({})[0].cancel_grace == 10.0
+    assert parse({"cancel_grace": 2.5})[0].cancel_grace == 2.5
+    config, problems = parse({"cancel_grace": -1})
+    assert config.cancel_grace == 10.0
+    assert ids(problems) == ["carrot.E008"] and "cancel_grace" in problems[0].msg
