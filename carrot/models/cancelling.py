@@ -33,14 +33,13 @@ def cancel_rows(rows: Any, by: str = "") -> Cancelled:
     using = rows.db or router.db_for_write(rows.model)
     who = f" by {by}" if by else ""
     with transaction.atomic(using=using):
-        queued = list(rows.filter(status=PUBLISHED).values_list("pk", flat=True))
-        moved = rows.model.objects.using(using).filter(pk__in=queued)
-        count = moved.apply(
+        # First the entries of the queued rows (a subquery: any number of rows). A row a
+        # worker claims meanwhile was delivered, so its message needs no entry either.
+        OutboxEntry.objects.using(using).filter(
+            message__in=rows.filter(status=PUBLISHED).values("pk")
+        ).delete()
+        count = rows.apply(
             CANCEL_QUEUED, exception=f"TaskCancelled: cancelled before it ran{who}", cancelled_by=by
         )
-        # Rows claimed meanwhile stayed PUBLISHED no more: only the moved ones lose entries.
-        OutboxEntry.objects.using(using).filter(
-            message__in=moved.filter(status=CANCEL_QUEUED.target)
-        ).delete()
         asked = rows.filter(cancelled_at__isnull=True).apply(ASK_TO_CANCEL, cancelled_by=by)
     return Cancelled(count, asked)

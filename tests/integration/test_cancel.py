@@ -130,3 +130,22 @@ def test_the_monitor_cancels_with_a_confirmation_and_lists_cancelled_tasks(worke
     detail = client.get(reverse("carrot:task", args=[log.uuid])).content.decode()
     assert "<dt>Cancelled</dt>" in detail and "by ops" in detail
     assert reverse("carrot:cancel", args=[log.uuid]) not in detail  # finished: no button
+
+
+def test_a_bulk_cancel_takes_any_number_of_rows_and_their_outbox_entries(broker):
+    """More rows than SQLite's limit on statement parameters (32766), as --queue may."""
+    from django.utils import timezone
+
+    from carrot.models.cancelling import cancel_rows
+    from carrot.models.outbox import add_entries
+
+    now = timezone.now()
+    MessageLog.objects.bulk_create(
+        MessageLog(task=add.name, queue="default", publish_time=now) for _ in range(33_000)
+    )
+    ids = list(MessageLog.objects.values_list("pk", flat=True))
+    add_entries(ids[:40_000], "default")
+    done = cancel_rows(MessageLog.objects.filter(status__in=["PUBLISHED", "IN_PROGRESS"]))
+    assert (done.queued, done.asked) == (33_000, 0)
+    assert MessageLog.objects.filter(status="CANCELLED").count() == 33_000
+    assert not OutboxEntry.objects.exists()
