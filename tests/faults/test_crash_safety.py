@@ -93,6 +93,7 @@ def test_a_custom_exchange(worker_factory, broker):
     recovered(stranded(["exchange"]), worker_factory)
 
 
+@pytest.mark.slow  # ~8 s; keeps make test under 15 minutes
 def test_a_requeue(worker_factory):
     row = MessageLog.objects.create(
         task="tests.testapp.tasks.record", status="FAILED", task_args=["requeue"]

@@ -50,6 +50,7 @@ def test_a_time_limited_task_fails_with_the_reason(worker):
     assert log.duration < timedelta(seconds=5)
 
 
+@pytest.mark.slow  # ~8 s; keeps make test under 15 minutes
 def test_a_task_blocked_past_its_limit_is_abandoned_and_the_worker_keeps_serving(worker):
     log = finished(blocked_sleep.delay("stuck", 8), 15)
     assert log.status == "FAILED"

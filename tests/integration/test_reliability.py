@@ -137,6 +137,7 @@ def test_a_raising_consumer_hook_dead_letters_only_its_message(worker_factory, b
     assert proc.wait(30) == 0
 
 
+@pytest.mark.slow  # ~8 s; keeps make test under 15 minutes
 def test_sigterm_under_a_steady_stream_of_messages_exits_promptly(worker_factory, broker):
     """Before: a delivery that reached the worker after it stopped taking work was counted
     in flight and never released; SIGTERM then waited out the whole shutdown_timeout and

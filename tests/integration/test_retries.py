@@ -31,6 +31,7 @@ def test_a_retried_task_succeeds_on_attempt_3_with_attempts_recorded(worker, bro
     assert broker.count("default") == 0
 
 
+@pytest.mark.slow  # ~7 s (three backoffs); keeps make test under 15 minutes
 def test_exhausted_retries_fail_with_the_last_error(worker):
     log = finished(flaky.delay("always", 10))
     assert log.status == "FAILED"
