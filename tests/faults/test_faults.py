@@ -137,6 +137,7 @@ def test_publishing_through_a_broker_outage_never_hangs_or_loses(node, worker_fa
     assert_settled(returned, duplicates_allowed=2)
 
 
+@pytest.mark.slow  # ~7 s; keeps make test under 15 minutes
 def test_a_publisher_killed_before_the_confirm_loses_nothing(worker_factory):
     # A web process dies (SIGKILL) after delay() returned but before its relay published:
     # the row and its outbox entry are committed, the message never reached RabbitMQ.

@@ -50,6 +50,7 @@ def wait_consuming(tmp_path, count=2):
     )
 
 
+@pytest.mark.slow  # ~7 s; keeps make test under 15 minutes
 def test_start_status_stop(tmp_path, stopped):
     started = daemon(tmp_path, "start", "--no-scheduler")
     assert started.returncode == 0, started.stderr

@@ -63,6 +63,7 @@ def test_a_task_from_task_modules_runs(worker):
     assert (log.status, log.output) == ("COMPLETED", 42)
 
 
+@pytest.mark.slow  # ~7 s; keeps make test under 15 minutes
 def test_a_burst_of_1000_tasks_settles_with_nothing_lost(worker, broker):
     logs = [record.delay(f"burst-{i}") for i in range(1000)]
     wait_until(lambda: MessageLog.objects.completed().count() == 1000, 120, message="1000 tasks")
